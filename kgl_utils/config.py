@@ -1,0 +1,330 @@
+"""Study parameters: one YAML file loaded into typed, validated dataclasses.
+
+Everything is checked before any work starts: unknown keys, wrong types and impossible values
+stop with a message naming the key, the value and what is allowed. The typed objects are what the
+package passes around, so a value never silently changes type between the YAML and the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DATASET_NAMES = ("synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv")
+PRIMARY_MODELS = ("vgg16", "resnet18", "resnet50")
+SALIENCY_METHODS = ("fullgrad", "layercam", "gradcam", "gradcam++", "xgradcam", "hirescam",
+                    "scorecam", "ablationcam", "eigencam")
+CONTROL_PRIORS = ("random", "shuffled", "blurred", "oracle")
+CONSISTENCY_DISTANCES = ("bce", "l1", "mse", "kl", "cosine")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot describe a valid study; the message names key and value."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
+
+
+@dataclass(frozen=True)
+class ScaleProfile:
+    """How big the same study runs: a minutes-long CPU run or paper scale on a GPU."""
+
+    input_size: tuple[int, int]
+    epochs: int
+    batch_size: int
+    width: float = 1.0
+    primary_epochs: int | None = None  # None: same as ``epochs``
+
+    def __post_init__(self) -> None:
+        _check(all(s >= 16 and s % 8 == 0 for s in self.input_size), "input_size",
+               self.input_size, "two sizes (height, width), each a multiple of 8 and >= 16")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(0 < self.width <= 4, "width", self.width, "a multiplier in (0, 4]")
+        _check(self.primary_epochs is None or self.primary_epochs >= 1, "primary_epochs",
+               self.primary_epochs, "null or an integer >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where, and how its images become tensors."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    channels: int = 1
+    split_file: str | None = None
+    folds: tuple[int, ...] | None = None  # KolektorSDD's 3-fold cross-validation
+    dilate: int = 7  # mask dilation kernel for the segmentation weights
+    options: dict[str, Any] = field(default_factory=dict)  # loader-specific, checked by the loader
+
+    def __post_init__(self) -> None:
+        _check(self.dataset in DATASET_NAMES, "dataset", self.dataset,
+               f"one of {', '.join(DATASET_NAMES)}")
+        _check(self.channels in (1, 3), "channels", self.channels, "1 or 3")
+        _check(self.dilate >= 0, "dilate", self.dilate, "an integer >= 0")
+        _check(self.folds is None or self.dataset == "ksdd", "folds", self.folds,
+               "null unless the dataset is ksdd")
+        _check(self.folds is None or set(self.folds) <= {0, 1, 2}, "folds", self.folds,
+               "a subset of [0, 1, 2]")
+
+
+@dataclass(frozen=True)
+class PrimaryConfig:
+    """Stage 1: the image-label classifier whose saliency becomes the prior."""
+
+    model: str = "vgg16"
+    lr: float = 5e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    flips: bool = True
+    weights: str | None = None  # local weights file; nothing is downloaded
+
+    def __post_init__(self) -> None:
+        _check(self.model in PRIMARY_MODELS, "model", self.model,
+               f"one of {', '.join(PRIMARY_MODELS)}")
+        _check(self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class SegDecConfig:
+    """The mixed-supervision SegDecNet training settings (baseline and final network)."""
+
+    lr: float = 0.01
+    delta: float = 1.0
+    w_pos: float = 1.0
+    p: float = 2.0
+    dynamic_balance: bool = True
+    gradient_adjustment: bool = True
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    flips: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(self.delta > 0, "delta", self.delta, "a number > 0")
+        _check(self.w_pos > 0, "w_pos", self.w_pos, "a number > 0")
+        _check(self.p >= 0, "p", self.p, "a number >= 0")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Stage 1.5: how saliency maps of the primary network become the knowledge prior."""
+
+    methods: tuple[str, ...] = ("fullgrad", "layercam")
+    layer: str | None = None  # None: the architecture's default target layer
+    pseudo_mask: Literal["otsu", "fixed", "percentile", "soft"] = "otsu"
+    threshold: float | None = None  # for fixed (in [0, 1]) or percentile (in [0, 100])
+    dilate: int = 0
+    controls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            _check(m in SALIENCY_METHODS, "methods", m,
+                   f"saliency methods among {', '.join(SALIENCY_METHODS)}")
+        for c in self.controls:
+            _check(c in CONTROL_PRIORS, "controls", c,
+                   f"control priors among {', '.join(CONTROL_PRIORS)}")
+        needs_threshold = self.pseudo_mask in ("fixed", "percentile")
+        _check(needs_threshold == (self.threshold is not None), "threshold",
+               self.threshold, "a number for pseudo_mask fixed or percentile, else null")
+
+
+@dataclass(frozen=True)
+class GuidedConfig:
+    """Stage 2: how the prior guides the final SegDecNet."""
+
+    prior_as_input: tuple[bool, ...] = (False,)
+    guidance: Literal["pseudo_mask", "consistency"] = "pseudo_mask"
+    consistency_distance: str = "bce"
+    consistency_weight: float = 1.0
+    hybrid: bool = False  # positives with human masks keep them
+
+    def __post_init__(self) -> None:
+        _check(len(self.prior_as_input) >= 1, "prior_as_input", self.prior_as_input,
+               "a non-empty list of booleans")
+        _check(self.consistency_distance in CONSISTENCY_DISTANCES,
+               "consistency_distance", self.consistency_distance,
+               f"one of {', '.join(CONSISTENCY_DISTANCES)}")
+        _check(self.consistency_weight >= 0, "consistency_weight",
+               self.consistency_weight, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The grid of notebook 05: N_a values × priors × seeds (× folds)."""
+
+    n_a: tuple[int, ...] = (0,)
+    priors: tuple[str, ...] = ()  # saliency methods and control priors; empty: prior.methods
+    baseline: bool = True  # the baseline with N_a human masks beside each cell
+
+    def __post_init__(self) -> None:
+        for n in self.n_a:
+            _check(n >= 0, "n_a", n, "integers >= 0")
+        for p in self.priors:
+            _check(p in SALIENCY_METHODS + CONTROL_PRIORS, "priors", p,
+                   f"saliency methods or control priors among "
+                   f"{', '.join(SALIENCY_METHODS + CONTROL_PRIORS)}")
+
+
+@dataclass(frozen=True)
+class DistillationConfig:
+    """The unsupervised teacher–student comparison row."""
+
+    enabled: bool = False
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 8
+    variants: tuple[str, ...] = ("full", "no_sspcab", "no_simam")
+    teacher_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.lr > 0, "lr", self.lr, "a number > 0")
+        for v in self.variants:
+            _check(v in ("full", "no_sspcab", "no_simam", "plain"), "variants", v,
+                   "among full, no_sspcab, no_simam, plain")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study: with the package version, this fully determines its results."""
+
+    study: str
+    data: DataConfig
+    profiles: dict[str, ScaleProfile]
+    profile: str
+    seeds: tuple[int, ...] = (0,)
+    device: str = "auto"
+    primary: PrimaryConfig = field(default_factory=PrimaryConfig)
+    segdec: SegDecConfig = field(default_factory=SegDecConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.study) and self.study.replace("_", "").replace("-", "").isalnum(),
+               "study", self.study, "a name of letters, digits, '_' and '-'")
+        _check(self.profile in self.profiles, "profile", self.profile,
+               f"one of the profiles defined: {', '.join(self.profiles)}")
+        _check(len(self.seeds) >= 1, "seeds", self.seeds, "a non-empty list of integers")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "device", self.device, "auto, cpu or cuda[:N]")
+
+    @property
+    def scale(self) -> ScaleProfile:
+        return self.profiles[self.profile]
+
+    @property
+    def ablation_priors(self) -> tuple[str, ...]:
+        return self.ablation.priors or self.prior.methods
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def params_hash(self) -> str:
+        """Short hash of every resolved value: equal hashes mean the same study."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, default=list)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML value to ``hint``, or raise naming the key, the value and the type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else
+                          f"{key}: {value!r} is not allowed; expected {_type_name(hint)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected one of "
+                              f"{', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected {len(args)} values")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected a mapping")
+        return {k: _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{key}: {value!r} is not allowed; expected {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a)
+                           for a in typing.get_args(hint))
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed keys are "
+                          f"{', '.join(fields)}")
+    missing = [n for n, f in fields.items() if n not in raw
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{key + '.' if key else ''}{missing[0]}: required key is missing")
+    values = {n: _convert(v, hints[n], f"{key}.{n}" if key else n) for n, v in raw.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # checks inside a section name the key relative to it
+        raise ConfigError(f"{key}.{exc}" if key else str(exc)) from None
+
+
+def load_params(path: str | Path, profile: str | None = None) -> StudyConfig:
+    """Load and validate a params YAML; ``profile`` overrides the file's scale profile."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if profile is not None:
+        raw = {**raw, "profile": profile}
+    try:
+        return _build(StudyConfig, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

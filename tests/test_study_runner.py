@@ -1,0 +1,75 @@
+"""The papermill runner: order, injected parameters, skip on rerun, --force, clear failures."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from kgl_utils.study import StudyError, main, run_study
+
+REPO = Path(__file__).resolve().parent.parent
+
+APPEND = """
+from pathlib import Path
+from kgl_utils.config import load_params
+config = load_params(params_path, profile)
+out = Path(results_root) / config.study / "calls.txt"
+out.parent.mkdir(parents=True, exist_ok=True)
+with out.open("a") as f:
+    f.write(NAME + " " + config.profile + "\\n")
+"""
+
+
+def notebook(path: Path, body: str) -> None:
+    params = new_code_cell('params_path = ""\nprofile = None\nresults_root = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "kgl-utils", "display_name": "kgl", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def study(tmp_path):
+    params = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
+    params["study"] = "tiny"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(params))
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    notebook(notebooks / "01_first.ipynb", 'NAME = "first"' + APPEND)
+    notebook(notebooks / "02_second.ipynb", 'NAME = "second"' + APPEND)
+    return path, notebooks, tmp_path / "results"
+
+
+def test_runs_in_order_then_skips_then_forces(study):
+    params, notebooks, results = study
+    paths = run_study(params, results_root=results, notebook_dir=notebooks, timeout=120)
+    calls = results / "tiny" / "calls.txt"
+    assert calls.read_text().split("\n")[:2] == ["first cpu", "second cpu"]
+    assert (paths.executed / "01_first.ipynb").is_file()
+    run_study(params, results_root=results, notebook_dir=notebooks, timeout=120)
+    assert len(calls.read_text().splitlines()) == 2  # complete for the same hash: skipped
+    run_study(params, results_root=results, notebook_dir=notebooks, only=["02"], force=True,
+              timeout=120)
+    assert calls.read_text().splitlines()[-1] == "second cpu"
+    run_study(params, profile="gpu", results_root=results, notebook_dir=notebooks, timeout=120)
+    assert calls.read_text().splitlines()[-2:] == ["first gpu", "second gpu"]  # new hash
+
+
+def test_failing_notebook_names_itself_and_the_error(study):
+    params, notebooks, results = study
+    notebook(notebooks / "01_first.ipynb", 'raise ValueError("boom in the data")')
+    with pytest.raises(StudyError) as err:
+        run_study(params, results_root=results, notebook_dir=notebooks, timeout=120)
+    assert "01_first.ipynb failed" in str(err.value)
+    assert "ValueError: boom in the data" in str(err.value)
+    assert not (results / "tiny" / "calls.txt").exists()  # 02 never ran
+
+
+def test_cli_reports_bad_params_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: x\nseeds: [0]\n")
+    assert main(["run", str(bad)]) == 1
+    assert "data: required key is missing" in capsys.readouterr().err
