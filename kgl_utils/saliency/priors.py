@@ -1,0 +1,218 @@
+"""Network knowledge priors: saliency maps of the primary classifier, through ``grad-cam``.
+
+Every method of the study is a class of the ``pytorch_grad_cam`` package under a stable
+lower-case name; this module only supplies what the package leaves to its user: the target (the
+single defect logit), the target layer (by dotted name, with a default per architecture), batching
+and normalisation to float16 maps in [0, 1] at input resolution.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from pytorch_grad_cam import (
+    AblationCAM,
+    EigenCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.ablation_layer import AblationLayer
+from pytorch_grad_cam.base_cam import BaseCAM
+from torch import nn
+from torchvision.models import ResNet
+from tqdm.auto import tqdm
+
+from kgl_utils.data.base import SplitArrays
+from kgl_utils.saliency.store import (
+    PriorManifest,
+    PriorMaps,
+    PriorStore,
+    file_sha256,
+    hash_params,
+)
+from kgl_utils.training import resolve_device
+
+SALIENCY_METHODS: dict[str, type[BaseCAM]] = {
+    "fullgrad": FullGrad,
+    "layercam": LayerCAM,
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "hirescam": HiResCAM,
+    "scorecam": ScoreCAM,
+    "ablationcam": AblationCAM,
+    "eigencam": EigenCAM,
+}
+"""Study name → ``pytorch_grad_cam`` class."""
+
+LAYERLESS_METHODS = ("fullgrad",)
+"""Methods that explain through every biased layer and ignore a target layer."""
+
+
+class DefectLogitTarget:
+    """Target for a binary classifier whose output is one defect logit per image (shape [N]).
+
+    ``pytorch_grad_cam`` calls a target once per image with that image's output; the package's
+    ``ClassifierOutputTarget`` indexes a class axis these models do not have.
+    """
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        if model_output.numel() != 1:
+            raise ValueError(f"DefectLogitTarget expects one logit per image, got an output of "
+                             f"shape {tuple(model_output.shape)}")
+        return model_output.reshape(())
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """N×H×W×C uint8 → N×C×H×W float in [0, 1]: the conversion ``kgl_utils.training`` applies
+    to every batch, so the primary network is explained on the inputs it was trained on."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _check_method(method: str) -> None:
+    if method not in SALIENCY_METHODS:
+        raise ValueError(f"saliency method {method!r} is unknown; allowed: "
+                         f"{', '.join(SALIENCY_METHODS)}")
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """Dotted name of the layer a CAM method explains when none is configured.
+
+    VGG layout (torchvision's ``VGG`` or the primary ``LeakyVGG16``: a ``features`` sequence of
+    convolutions): the activation after the last convolution, i.e. rectified conv5_3 as in the
+    Grad-CAM and LayerCAM papers (pool5 would halve the resolution again). ResNet: the last block
+    of ``layer4``. The first such module among the submodules decides, so wrappers work too.
+    """
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, ResNet):
+            return f"{prefix}layer4.{len(module.layer4) - 1}"
+        features = getattr(module, "features", None)
+        if isinstance(features, nn.Sequential):
+            convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
+            if convs:
+                after = convs[-1] + 1
+                if after < len(features) and not isinstance(features[after], nn.MaxPool2d):
+                    return f"{prefix}features.{after}"
+                return f"{prefix}features.{convs[-1]}"
+    raise ValueError(f"no default target layer for a {type(model).__name__} (neither a VGG "
+                     f"layout nor a ResNet): pass layer=, e.g. one of {_layer_examples(model)}")
+
+
+def _layer_examples(model: nn.Module, near: str | None = None) -> list[str]:
+    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    close = difflib.get_close_matches(near, names, n=4, cutoff=0.5) if near else []
+    return close or names[-5:]
+
+
+def resolve_target_layer(model: nn.Module, method: str, layer: str | None = None) -> str | None:
+    """The target layer's dotted name for ``method`` (None for FullGrad, which ignores it).
+
+    Stops with the allowed methods for an unknown method and with a few valid names for a layer
+    the model does not have.
+    """
+    _check_method(method)
+    if method in LAYERLESS_METHODS:
+        return None
+    name = default_target_layer(model) if layer is None else layer
+    try:
+        model.get_submodule(name)
+    except AttributeError as err:
+        raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; valid names "
+                         f"include {_layer_examples(model, name)}") from err
+    return name
+
+
+def normalise_maps(maps: np.ndarray) -> np.ndarray:
+    """Min-max each N×H×W map to [0, 1]; a flat map (no evidence anywhere) becomes all zero."""
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
+
+
+def extract_priors(
+    model: nn.Module,
+    images: np.ndarray,
+    method: str = "fullgrad",
+    layer: str | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Saliency maps of the defect logit for N×H×W×C uint8 images: N×H×W float16 in [0, 1].
+
+    Images are converted exactly as in training (``images_to_tensor``). The model is moved to
+    ``device`` ("auto": CUDA when present) and left in the train/eval mode it came in, without
+    stored gradients.
+    """
+    _check_method(method)
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"images must be N×H×W×C uint8 (SplitArrays.images), got "
+                         f"{images.dtype} of shape {images.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    layer = resolve_target_layer(model, method, layer)
+    target_layers = [] if layer is None else [model.get_submodule(layer)]
+    device = resolve_device(device)
+    was_training = model.training
+    model.to(device)
+    if method == "ablationcam":  # a fresh ablation layer: the package's default is shared
+        cam = AblationCAM(model, target_layers, ablation_layer=AblationLayer(),
+                          batch_size=batch_size)
+    else:
+        cam = SALIENCY_METHODS[method](model, target_layers)
+    cam.batch_size = batch_size  # Score-CAM reads it for its masked forward passes
+    maps = []
+    try:
+        for start in tqdm(range(0, len(images), batch_size), desc=f"{method} priors",
+                          disable=not progress):
+            batch = images_to_tensor(images[start:start + batch_size]).to(device)
+            maps.append(cam(batch, targets=[DefectLogitTarget()] * len(batch)))
+    finally:
+        cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    height, width = images.shape[1:3]
+    result = np.concatenate(maps) if maps else np.zeros((0, height, width), np.float32)
+    return normalise_maps(result.astype(np.float32)).astype(np.float16)
+
+
+def cached_priors(
+    store: PriorStore,
+    model: nn.Module,
+    arrays: SplitArrays,
+    split: str,
+    method: str,
+    checkpoint: str | os.PathLike,
+    params: Mapping | str,
+    layer: str | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> PriorMaps:
+    """Priors of ``split`` from the store, computed only when the inputs changed.
+
+    ``checkpoint`` is the primary network's file: its SHA-256 keys the stored maps, so a
+    retrained primary invalidates them. ``params`` is the parameters' hash (or a mapping to hash)
+    of everything else that shapes the maps, e.g. the input size.
+    """
+    manifest = PriorManifest(
+        method=method,
+        layer=resolve_target_layer(model, method, layer),
+        checkpoint_sha256=file_sha256(checkpoint),
+        params_hash=params if isinstance(params, str) else hash_params(params),
+        split=split,
+        ids=tuple(arrays.ids),
+    )
+    return store.get_or_compute(manifest, lambda: extract_priors(
+        model, arrays.images, method, layer, batch_size, device, progress))

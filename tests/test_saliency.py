@@ -1,0 +1,402 @@
+"""Knowledge priors: extraction, storage, pseudo-masks, control priors, differentiable saliency."""
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pytorch_grad_cam import GradCAM
+from torch import nn
+
+from kgl_utils.data.base import SplitArrays
+from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
+from kgl_utils.models.classifiers import resnet18, vgg16
+from kgl_utils.models.segdec import SegDecNet
+from kgl_utils.saliency.controls import CONTROL_PRIORS, derangement, make_control_prior
+from kgl_utils.saliency.differentiable import (
+    DISTANCES,
+    ConsistencyLoss,
+    consistency_loss,
+    segdec_gradcam,
+)
+from kgl_utils.saliency.priors import (
+    SALIENCY_METHODS,
+    DefectLogitTarget,
+    cached_priors,
+    default_target_layer,
+    extract_priors,
+    resolve_target_layer,
+)
+from kgl_utils.saliency.pseudo_masks import make_pseudo_masks, otsu_mask
+from kgl_utils.saliency.store import PriorManifest, PriorStore, PriorStoreError
+from kgl_utils.training import Batch, StepOutputs
+
+# --- tiny models and images ------------------------------------------------------------------
+
+
+class TinyCNN(nn.Module):
+    """Four channels are enough to run every method, Score- and Ablation-CAM included.
+
+    Its trunk is called ``body`` so that no default target layer applies to it.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(4, 4, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).mean((2, 3))).squeeze(1)
+
+
+def tiny_vgg() -> nn.Module:
+    """The primary network's architecture (VGG16 with LeakyReLU) at 1/8 of the width."""
+    torch.manual_seed(0)
+    return vgg16(width=0.125)
+
+
+def tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return resnet18()
+
+
+def images(n: int = 3, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Grey noise with one bright square each: something for the network to point at."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(60, 120, (n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        r, c = rng.integers(0, size - 8, 2)
+        out[i, r:r + 8, c:c + 8] = 250
+    return out
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return tiny_vgg()
+
+
+# --- extraction -------------------------------------------------------------------------------
+
+
+def test_default_layers_follow_the_architecture(vgg):
+    assert default_target_layer(vgg) == "features.29"  # rectified conv5_3
+    assert isinstance(vgg.get_submodule("features.28"), nn.Conv2d)
+    assert default_target_layer(tiny_resnet()) == "layer4.1"
+    assert default_target_layer(nn.Sequential(tiny_resnet())) == "0.layer4.1"
+    assert resolve_target_layer(vgg, "fullgrad") is None
+
+
+@pytest.mark.parametrize("method", ["fullgrad", "layercam", "gradcam"])
+def test_maps_shape_range_and_reproducible_on_vgg16(vgg, method):
+    x = images(3, 32)
+    maps = extract_priors(vgg, x, method, batch_size=2, progress=False)
+    assert maps.shape == (3, 32, 32) and maps.dtype == np.float16
+    assert maps.min() == 0 and maps.max() == 1
+    assert np.allclose(maps.reshape(3, -1).max(1), 1.0)  # min-max per image
+    # Same inputs, same maps. (Across batch sizes CPU kernels may break max-pool ties
+    # differently, which moves FullGrad's input-gradient term: compare like with like.)
+    np.testing.assert_array_equal(maps, extract_priors(tiny_vgg(), x, method, batch_size=2,
+                                                       progress=False))
+
+
+def test_maps_on_resnet18_at_non_square_size():
+    x = images(2, 64)[:, :, :48]
+    maps = extract_priors(tiny_resnet(), x, "layercam", progress=False)
+    assert maps.shape == (2, 64, 48)
+    assert np.allclose(maps.reshape(2, -1).max(1), 1.0)
+
+
+def test_every_registered_method_runs():
+    torch.manual_seed(0)
+    model = TinyCNN()
+    x = images(2, 16)
+    for method in SALIENCY_METHODS:
+        maps = extract_priors(model, x, method, layer="body.3", progress=False)
+        assert maps.shape == (2, 16, 16), method
+        assert 0 <= maps.min() and maps.max() <= 1, method
+
+
+class BrightSpotDetector(nn.Module):
+    """Hand-set weights: the logit is the mean of the pixels brighter than 0.7, so the right
+    explanation is known exactly: the bright square of each ``images()`` picture."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 1, 1), nn.ReLU())
+        nn.init.constant_(self.body[0].weight, 1 / 3)
+        nn.init.constant_(self.body[0].bias, -0.7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean((1, 2, 3))
+
+
+@pytest.mark.parametrize("method", ["fullgrad", "layercam", "gradcam", "hirescam"])
+def test_maps_point_at_what_drives_the_logit(method):
+    x = images(3, 32)
+    squares = (x.min(axis=3) == 250).astype(np.uint8)
+    maps = extract_priors(BrightSpotDetector(), x, method, layer="body.1", progress=False)
+    _, summary = evaluate_saliency(maps, squares)
+    assert summary.loc["auroc", "mean"] == 1.0
+    assert summary.loc["pointing_game", "mean"] == 1.0
+
+
+def test_extraction_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = TinyCNN().train()
+    extract_priors(model, images(2, 16), "gradcam", layer="body.3", progress=False)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_target_is_the_single_logit():
+    assert DefectLogitTarget()(torch.tensor(2.5)).item() == 2.5
+    with pytest.raises(ValueError, match="one logit per image"):
+        DefectLogitTarget()(torch.zeros(2))
+
+
+def test_unknown_method_and_missing_layer_stop_clearly(vgg):
+    unknown = re.escape("'gradcam+' is unknown; allowed: fullgrad, layercam")
+    with pytest.raises(ValueError, match=unknown):
+        extract_priors(vgg, images(1), "gradcam+")
+    with pytest.raises(ValueError, match=r"layer 'features.99' does not exist.*"
+                                         r"valid names include \['features"):
+        extract_priors(vgg, images(1), "layercam", layer="features.99")
+    with pytest.raises(ValueError, match="no default target layer for a TinyCNN"):
+        extract_priors(TinyCNN(), images(1), "gradcam")
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+def manifest(split="train", ids=("a", "b"), checkpoint="c0ffee", method="layercam"):
+    return PriorManifest(method, "body.3", checkpoint, "p1", split, ids)
+
+
+def test_store_reuses_and_invalidates_on_checkpoint_hash(tmp_path):
+    store = PriorStore(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.full((2, 4, 4), 0.5 * len(calls), np.float32)
+
+    first = store.get_or_compute(manifest(), compute)
+    again = PriorStore(tmp_path).get_or_compute(manifest(), compute)
+    assert len(calls) == 1 and again.maps.dtype == np.float16
+    np.testing.assert_array_equal(first.maps, again.maps)
+    retrained = store.get_or_compute(manifest(checkpoint="beef"), compute)
+    assert len(calls) == 2 and retrained.maps.max() == 1.0
+    assert store.load("layercam", "train").manifest.checkpoint_sha256 == "beef"
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_stored_priors_refuse_another_split_or_id_list(tmp_path):
+    maps = np.stack([np.zeros((4, 4)), np.ones((4, 4))])
+    priors = PriorStore(tmp_path).save(manifest(), maps)
+    np.testing.assert_array_equal(priors.for_split("train", ["b", "a"]), maps[::-1])
+    with pytest.raises(PriorStoreError, match="computed for split 'train', not 'test'"):
+        priors.for_split("test", ["a", "b"])
+    with pytest.raises(PriorStoreError, match=r"lack 1 of the 2 requested image ids, e.g. \['z'\]"):
+        priors.for_split("train", ["a", "z"])
+    with pytest.raises(PriorStoreError, match="no stored priors for method 'fullgrad'"):
+        PriorStore(tmp_path).load("fullgrad", "train")
+
+
+def test_cached_priors_keys_on_the_checkpoint_file(tmp_path):
+    torch.manual_seed(0)
+    model = TinyCNN()
+    checkpoint = tmp_path / "primary.pt"
+    torch.save(model.state_dict(), checkpoint)
+    arrays = SplitArrays(["x", "y"], images(2, 16), np.zeros((2, 16, 16), np.uint8),
+                         np.array([1, 0]), np.array([False, False]))
+    store = PriorStore(tmp_path / "priors")
+    kwargs = dict(method="gradcam", checkpoint=checkpoint, params={"size": 16},
+                  layer="body.3", progress=False)
+    first = cached_priors(store, model, arrays, "train", **kwargs)
+    assert first.manifest.layer == "body.3" and first.manifest.ids == ("x", "y")
+    mtime = store.paths("gradcam", "train")[0].stat().st_mtime_ns
+    cached_priors(store, model, arrays, "train", **kwargs)
+    assert store.paths("gradcam", "train")[0].stat().st_mtime_ns == mtime
+    torch.save({"changed": torch.zeros(1)}, checkpoint)
+    second = cached_priors(store, model, arrays, "train", **kwargs)
+    assert second.manifest.checkpoint_sha256 != first.manifest.checkpoint_sha256
+
+
+# --- pseudo-masks -----------------------------------------------------------------------------
+
+
+def bimodal_map(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Low noise around 0.2 with a block around 0.8: Otsu must recover the block."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((32, 32), np.uint8)
+    truth[8:20, 10:24] = 1
+    saliency = np.clip(np.where(truth, 0.8, 0.2) + rng.normal(0, 0.05, truth.shape), 0, 1)
+    return saliency.astype(np.float32), truth
+
+
+def test_otsu_recovers_the_bright_mode():
+    saliency, truth = bimodal_map()
+    np.testing.assert_array_equal(otsu_mask(saliency), truth)
+    masks = make_pseudo_masks(np.stack([saliency, bimodal_map(1)[0]]))
+    assert masks.dtype == np.uint8 and masks.shape == (2, 32, 32)
+    np.testing.assert_array_equal(masks[0], truth)
+
+
+def test_fixed_percentile_soft_and_dilation():
+    saliency, truth = bimodal_map()
+    maps = saliency[None]
+    np.testing.assert_array_equal(make_pseudo_masks(maps, "fixed", threshold=0.5)[0], truth)
+    top = make_pseudo_masks(maps, "percentile", threshold=90)[0]
+    assert top.sum() == pytest.approx(0.1 * truth.size, abs=2)
+    assert top[truth == 0].sum() == 0  # the top tenth lies inside the bright block
+    np.testing.assert_array_equal(make_pseudo_masks(maps, "soft"), maps)
+    grown = make_pseudo_masks(maps, "otsu", dilate=2)[0]
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    np.testing.assert_array_equal(grown, cv2.dilate(truth, kernel))
+    with pytest.raises(ValueError, match="'fixed' needs threshold in \\[0, 1\\], got 5"):
+        make_pseudo_masks(maps, "fixed", threshold=5)
+    with pytest.raises(ValueError, match="'mean' is unknown; allowed: otsu, fixed"):
+        make_pseudo_masks(maps, "mean")
+
+
+# --- control priors ---------------------------------------------------------------------------
+
+
+def control_inputs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 32, 32)).astype(np.float16)
+    masks = np.zeros((5, 32, 32), np.uint8)
+    for i in range(5):
+        masks[i, 4 * i:4 * i + 6, 3:9] = 1
+    return maps, masks
+
+
+def test_random_prior_in_range_and_seeded():
+    maps, masks = control_inputs()
+    a = make_control_prior("random", maps, masks, seed=1)
+    assert a.shape == maps.shape and a.dtype == np.float16
+    assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.2
+    np.testing.assert_array_equal(a, make_control_prior("random", maps, masks, seed=1))
+    assert not np.array_equal(a, make_control_prior("random", maps, masks, seed=2))
+
+
+def test_shuffled_prior_is_a_derangement():
+    maps, masks = control_inputs()
+    order = derangement(5, seed=3)
+    assert sorted(order) == list(range(5)) and (order != np.arange(5)).all()
+    shuffled = make_control_prior("shuffled", maps, masks, seed=3)
+    np.testing.assert_array_equal(shuffled, maps[order])
+    for seed in range(20):
+        assert (derangement(2, seed) == [1, 0]).all()
+    with pytest.raises(ValueError, match="at least 2 images"):
+        make_control_prior("shuffled", maps[:1], masks[:1])
+
+
+def test_blurred_prior_is_smoother_and_keeps_the_location():
+    maps, masks = control_inputs()
+    peaked = maps.astype(np.float32) * 0.2
+    peaked[:, 20:26, 20:26] = 1.0
+    blurred = make_control_prior("blurred", peaked, masks).astype(np.float32)
+
+    def roughness(m):  # mean absolute Laplacian: high-frequency content
+        return np.mean([np.abs(cv2.Laplacian(x, cv2.CV_32F)).mean() for x in m])
+
+    assert roughness(blurred) < roughness(peaked) / 10
+    assert blurred.min() == 0 and blurred.max() == 1
+    assert np.unravel_index(blurred[0].argmax(), (32, 32)) in [(22, 22), (22, 23), (23, 22),
+                                                               (23, 23)]
+
+
+def test_oracle_prior_is_the_mask():
+    maps, masks = control_inputs()
+    np.testing.assert_array_equal(make_control_prior("oracle", maps, masks), masks)
+    assert set(CONTROL_PRIORS) == {"random", "shuffled", "blurred", "oracle"}
+    with pytest.raises(ValueError, match="'noise' is unknown; allowed: random, shuffled"):
+        make_control_prior("noise", maps, masks)
+
+
+# --- differentiable saliency of the final network ---------------------------------------------
+
+
+def segdec_batch(extra_input_channels: int = 0, labels=(1.0, 1.0, 0.0)):
+    """A narrow SegDecNet, three 128 px images (its smallest input) with a bright square each,
+    and the squares as priors."""
+    torch.manual_seed(0)
+    model = SegDecNet(width=0.0625, extra_input_channels=extra_input_channels)
+    x = torch.from_numpy(images(3, 128, seed=1)).permute(0, 3, 1, 2).float() / 255
+    priors = (x.mean(1, keepdim=True) > 0.9).float()
+    batch = Batch(index=torch.arange(3), flips=torch.zeros(3, 2, dtype=torch.bool), images=x,
+                  labels=torch.tensor(labels), priors=priors)
+    features, seg_logits = model.segment(x, priors if extra_input_channels else None)
+    return model, batch, StepOutputs(model.decide(features, seg_logits), seg_logits, features)
+
+
+def test_segdec_gradcam_is_grad_cam_of_the_logit():
+    model, batch, outputs = segdec_batch()
+    ours = segdec_gradcam(model, outputs.features, outputs.seg_logits, (128, 128))
+    assert ours.shape == (3, 128, 128) and ours.requires_grad
+    assert 0 <= ours.min().item() and ours.max().item() <= 1
+
+    class Logit(nn.Module):  # the classifier's view, with the gradient stop lifted
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            features, seg_logits = self.net.segment(x)
+            return self.net.decide(features, seg_logits, stop_gradient=False)
+
+    with GradCAM(Logit(model), [model.volume]) as reference:
+        expected = reference(batch.images, [DefectLogitTarget()] * 3)
+    for ours_map, expected_map in zip(ours.detach().numpy(), expected, strict=True):
+        assert np.corrcoef(ours_map.ravel(), expected_map.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_consistency_loss_reaches_the_final_networks_weights(distance):
+    model, batch, outputs = segdec_batch()
+    hook = ConsistencyLoss(distance, weight=2.0)
+    loss = hook(model, batch, outputs, epoch=0)
+    assert loss.ndim == 0 and loss.item() > 0
+    loss.backward()
+    for name in ("volume.0.0.weight", "volume.11.0.weight", "extractor.1.0.weight", "fc.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_consistency_loss_skips_negatives_and_the_prior_channel():
+    model, batch, outputs = segdec_batch(labels=(0.0, 0.0, 0.0))
+    assert float(ConsistencyLoss()(model, batch, outputs, 0)) == 0.0
+    model, batch, outputs = segdec_batch(extra_input_channels=1)
+    loss = ConsistencyLoss("l1")(model, batch, outputs, 0)
+    loss.backward()
+    assert model.get_parameter("volume.0.0.weight").grad.abs().sum() > 0
+    batch.priors = None
+    with pytest.raises(ValueError, match="needs priors in the batch"):
+        ConsistencyLoss()(model, batch, outputs, 0)
+
+
+def test_distances_on_known_maps():
+    prior = torch.zeros(1, 4, 4)
+    prior[0, 1:3, 1:3] = 1.0
+    for distance in ("l1", "mse", "kl", "cosine"):
+        assert float(consistency_loss(prior, prior, distance)) == pytest.approx(0, abs=1e-5)
+    flipped = 1 - prior
+    assert float(consistency_loss(flipped, prior, "l1")) == 1.0
+    assert float(consistency_loss(flipped, prior, "cosine")) == pytest.approx(1.0)
+    assert float(consistency_loss(flipped, prior, "bce")) > 10
+    soft = torch.full((1, 4, 4), 0.3, requires_grad=True)
+    consistency_loss(soft, torch.full((1, 4, 4), 0.3), "bce").backward()
+    assert soft.grad.abs().max() < 1e-5  # BCE is minimal where the maps agree
+    with pytest.raises(ValueError, match="'js' is unknown; allowed: bce, l1, mse, kl, cosine"):
+        ConsistencyLoss("js")
+
+
+def test_registries_match_the_params_vocabulary():
+    from kgl_utils import config
+
+    assert tuple(SALIENCY_METHODS) == config.SALIENCY_METHODS
+    assert tuple(CONTROL_PRIORS) == config.CONTROL_PRIORS
+    assert DISTANCES == config.CONSISTENCY_DISTANCES
