@@ -146,12 +146,14 @@ class GuidedConfig:
     """Stage 2: how the prior guides the final SegDecNet."""
 
     prior_as_input: tuple[bool, ...] = (False,)
-    guidance: Literal["pseudo_mask", "consistency"] = "pseudo_mask"
+    guidance: tuple[Literal["pseudo_mask", "consistency"], ...] = ("pseudo_mask",)
     consistency_distance: str = "bce"
     consistency_weight: float = 1.0
     hybrid: bool = False  # positives with human masks keep them
 
     def __post_init__(self) -> None:
+        _check(len(self.guidance) >= 1, "guidance", self.guidance,
+               "a non-empty list of pseudo_mask and consistency")
         _check(len(self.prior_as_input) >= 1, "prior_as_input", self.prior_as_input,
                "a non-empty list of booleans")
         _check(self.consistency_distance in CONSISTENCY_DISTANCES,
@@ -168,6 +170,8 @@ class AblationConfig:
     n_a: tuple[int, ...] = (0,)
     priors: tuple[str, ...] = ()  # saliency methods and control priors; empty: prior.methods
     baseline: bool = True  # the baseline with N_a human masks beside each cell
+    prior_as_input: bool = False  # KGL cells also take the prior as an input channel
+    test: Literal["wilcoxon", "ttest"] = "wilcoxon"  # paired test against the baseline
 
     def __post_init__(self) -> None:
         for n in self.n_a:
@@ -184,10 +188,12 @@ class DistillationConfig:
 
     enabled: bool = False
     epochs: int = 10
-    lr: float = 0.01
+    lr: float = 0.4  # STPM's SGD learning rate
     batch_size: int = 8
     variants: tuple[str, ...] = ("full", "no_sspcab", "no_simam")
-    teacher_weights: str | None = None
+    reverse: bool = False  # reverse distillation (encoder teacher, decoder student)
+    teacher_weights: str | None = None  # local torchvision weights; None: the primary network
+    teacher_arch: Literal["resnet18", "vgg16"] = "resnet18"
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from kgl_utils.results import atomic_write, write_text
 
 
 class PriorStoreError(ValueError):
@@ -80,18 +81,6 @@ class PriorMaps:
         return self.maps[[position[str(i)] for i in ids]]
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 class PriorStore:
     """Prior maps of one study, one file per (method, split)."""
 
@@ -132,9 +121,9 @@ class PriorStore:
             raise PriorStoreError(f"maps must be N×H×W with N = {len(manifest.ids)} image ids, "
                                   f"got shape {maps.shape}")
         maps_path, manifest_path = self.paths(manifest.method, manifest.split)
-        _atomic_write(maps_path, lambda f: np.savez_compressed(f, maps=maps))
+        atomic_write(maps_path, lambda tmp: np.savez_compressed(tmp, maps=maps))
         text = json.dumps(asdict(manifest), indent=1)
-        _atomic_write(manifest_path, lambda f: f.write(text.encode()))
+        write_text(manifest_path, text)
         return PriorMaps(manifest, maps)
 
     def get_or_compute(
