@@ -46,8 +46,9 @@ class ScaleProfile:
     primary_epochs: int | None = None  # None: same as ``epochs``
 
     def __post_init__(self) -> None:
-        _check(all(s >= 16 and s % 8 == 0 for s in self.input_size), "input_size",
-               self.input_size, "two sizes (height, width), each a multiple of 8 and >= 16")
+        # SegDecNet pools by 64 in all and normalises what is left, which needs 2×2 pixels.
+        _check(all(s >= 128 and s % 8 == 0 for s in self.input_size), "input_size",
+               self.input_size, "two sizes (height, width), each a multiple of 8 and >= 128")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(0 < self.width <= 4, "width", self.width, "a multiplier in (0, 4]")
@@ -188,7 +189,7 @@ class DistillationConfig:
 
     enabled: bool = False
     epochs: int = 10
-    lr: float = 0.4  # STPM's SGD learning rate
+    lr: float = 1e-3  # Adam; SGD at STPM's 0.4 diverges with a normalisation-free teacher
     batch_size: int = 8
     variants: tuple[str, ...] = ("full", "no_sspcab", "no_simam")
     reverse: bool = False  # reverse distillation (encoder teacher, decoder student)

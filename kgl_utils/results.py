@@ -91,38 +91,54 @@ def run_metadata(params_hash: str) -> dict[str, str]:
     return {"params_hash": params_hash, "git_commit": git_commit(), "kgl_utils": __version__}
 
 
+def _cell(value: Any) -> str:
+    """A key value as text, the same whether it comes from a row or back from the CSV."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return str(value)
+
+
 class ResultTable:
-    """A long-form CSV that grows one row per finished run, atomically.
+    """A long-form CSV of one study that grows one row per finished run, atomically.
 
     ``key`` columns identify a run; ``has`` lets a resumed study skip what it already did and
-    ``add`` refuses to write the same run twice, so rows are never duplicated or lost.
+    ``add`` refuses to write the same run twice, so rows are never duplicated or lost. Rows of
+    another ``params_hash`` (the study's params changed) are not this study's: they are ignored
+    and dropped at the next write.
     """
 
-    def __init__(self, path: str | os.PathLike, key: Sequence[str]):
+    def __init__(self, path: str | os.PathLike, key: Sequence[str], params_hash: str):
         self.path = Path(path)
         self.key = list(key)
+        self.params_hash = params_hash
 
     def read(self) -> pd.DataFrame:
         if not self.path.is_file():
             return pd.DataFrame()
-        return pd.read_csv(self.path, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(self.path, keep_default_na=False, na_values=[""])
+        return frame[frame["params_hash"] == self.params_hash].reset_index(drop=True)
 
     def _key_of(self, row: dict[str, Any]) -> tuple[str, ...]:
         missing = [k for k in self.key if k not in row]
         if missing:
             raise KeyError(f"result row lacks key columns {missing}")
-        return tuple(str(row[k]) for k in self.key)
+        return tuple(_cell(row[k]) for k in self.key)
 
     def keys(self) -> set[tuple[str, ...]]:
         frame = self.read()
         if frame.empty:
             return set()
-        return {tuple(str(v) for v in r) for r in frame[self.key].itertuples(index=False)}
+        return {tuple(_cell(v) for v in r) for r in frame[self.key].itertuples(index=False)}
 
     def has(self, row: dict[str, Any]) -> bool:
         return self._key_of(row) in self.keys()
 
     def add(self, row: dict[str, Any]) -> None:
+        if row.get("params_hash") != self.params_hash:
+            raise ValueError(f"{self.path}: row of params {row.get('params_hash')!r} added to "
+                             f"the table of params {self.params_hash!r}")
         if self.has(row):
             raise ValueError(f"{self.path}: a row for {dict(zip(self.key, self._key_of(row)))} "
                              "already exists")

@@ -1,0 +1,1 @@
+"""What each notebook does, one module per notebook, so the notebooks stay thin and tested."""

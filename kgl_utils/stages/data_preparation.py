@@ -1,0 +1,67 @@
+"""Notebook 01: what the data is, how it is split, and which positives carry masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from kgl_utils.data.splits import choose_masked
+from kgl_utils.data.summary import summarize
+from kgl_utils.plots import image_grid, overlay
+from kgl_utils.results import save_figure, write_csv, write_json
+from kgl_utils.stages.context import StudyContext
+
+
+def data_summary(ctx: StudyContext) -> pd.DataFrame:
+    """Per fold and split: positives, negatives, masks, sizes, label/mask disagreements."""
+    frames = []
+    for fold in ctx.folds:
+        frame = summarize(ctx.dataset(fold))
+        frame.insert(0, "fold", fold)
+        frame.insert(0, "dataset", ctx.config.data.dataset)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def split_record(ctx: StudyContext) -> dict:
+    """Image ids per split and the masked positives for each N_a and seed, per fold.
+
+    Choosing the masks here, before any training, also checks that every N_a of the study is
+    possible (a clear error otherwise) before hours of work start.
+    """
+    record: dict = {"study": ctx.config.study, "params_hash": ctx.params_hash, "folds": {}}
+    for fold in ctx.folds:
+        dataset = ctx.dataset(fold)
+        record["folds"][str(fold)] = {
+            "splits": {s: dataset.split(s)["id"].tolist() for s in dataset.splits},
+            "masked": {str(seed): {str(n): ids for n, ids in choose_masked(
+                dataset, list(ctx.config.ablation.n_a), seed).items()}
+                for seed in ctx.config.seeds},
+        }
+    return record
+
+
+def example_figure(ctx: StudyContext, per_class: int = 4, seed: int = 0) -> Figure:
+    """Random training positives with their masks tinted, and negatives for comparison."""
+    dataset = ctx.dataset(ctx.folds[0])
+    train = dataset.split("train")
+    rng = np.random.default_rng(seed)
+    rows, titles = [], []
+    for label, name in ((1, "defective"), (0, "defect-free")):
+        pool = train[train["label"] == label]
+        picks = pool.iloc[rng.permutation(len(pool))[:per_class]]
+        samples = [dataset.sample(row, ctx.config.scale.input_size) for _, row in picks.iterrows()]
+        rows.append([overlay(s.image, s.mask) for s in samples])
+        titles.append(name)
+    return image_grid(rows, titles, [], cell_size=2.2)
+
+
+def prepare_data(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
+    """Write data_summary.csv, splits.json and data_examples.png; return what to display."""
+    summary = data_summary(ctx)
+    write_csv(ctx.results / "data_summary.csv", summary)
+    write_json(ctx.results / "splits.json", split_record(ctx))
+    figure = example_figure(ctx)
+    save_figure(figure, ctx.results / "data_examples.png")
+    return summary, figure
