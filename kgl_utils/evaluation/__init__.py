@@ -1,0 +1,1 @@
+"""Metrics: image-level detection scores and saliency-map quality against ground-truth masks."""

@@ -1,0 +1,123 @@
+"""Image-level detection metrics as the mixed-supervision paper reports them.
+
+Scores are sigmoid outputs of the classification logit. AP (the paper's headline number) and
+AUROC come from scikit-learn; the operating point is the threshold of best F1, where the paper
+counts false positives and false negatives; FP at FN = 0 is the cost of missing no defect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+
+@dataclass(frozen=True)
+class ImageMetrics:
+    """One evaluation; ``as_dict`` gives a results-table row."""
+
+    ap: float
+    auroc: float
+    f1: float
+    threshold: float  # best-F1 threshold: a score >= threshold is called defective
+    accuracy: float
+    fp: int
+    fn: int
+    fp_at_fn0: int
+    n_pos: int
+    n_neg: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+def _check(labels: np.ndarray, scores: np.ndarray) -> None:
+    if labels.ndim != 1 or labels.shape != scores.shape:
+        raise ValueError(f"labels and scores must be vectors of one length, got shapes "
+                         f"{labels.shape} and {scores.shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0 or 1, got values {np.unique(labels)[:5]}")
+    if labels.min() == labels.max():
+        raise ValueError(f"labels hold only class {labels[0]}; AP and AUROC need positives "
+                         f"and negatives")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+
+
+def image_metrics(labels: Sequence[int] | np.ndarray,
+                  scores: Sequence[float] | np.ndarray) -> ImageMetrics:
+    """All image-level metrics for binary ``labels`` (1 = defective) and ``scores``."""
+    labels = np.asarray(labels).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    _check(labels, scores)
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    best = int(np.argmax(f1))
+    threshold = float(thresholds[best])
+    called = scores >= threshold
+    positive = labels == 1
+    fp, fn = int((called & ~positive).sum()), int((~called & positive).sum())
+    fp_at_fn0 = int((scores[~positive] >= scores[positive].min()).sum())
+    return ImageMetrics(
+        ap=float(average_precision_score(labels, scores)),
+        auroc=float(roc_auc_score(labels, scores)),
+        f1=float(f1[best]), threshold=threshold,
+        accuracy=float((called == positive).mean()),
+        fp=fp, fn=fn, fp_at_fn0=fp_at_fn0,
+        n_pos=int(positive.sum()), n_neg=int((~positive).sum()),
+    )
+
+
+def aggregate_folds(folds: Sequence[ImageMetrics]) -> dict[str, float | int]:
+    """Cross-validation summary as the KolektorSDD papers report it.
+
+    AP, AUROC and F1 are averaged over folds; FP, FN and FP at FN = 0 are summed, and accuracy is
+    recomputed over all test images. Per-fold thresholds do not combine and are left out.
+    """
+    if not folds:
+        raise ValueError("aggregate_folds needs at least one fold")
+    n_pos = sum(f.n_pos for f in folds)
+    n_neg = sum(f.n_neg for f in folds)
+    fp, fn = sum(f.fp for f in folds), sum(f.fn for f in folds)
+    return {
+        "ap": float(np.mean([f.ap for f in folds])),
+        "auroc": float(np.mean([f.auroc for f in folds])),
+        "f1": float(np.mean([f.f1 for f in folds])),
+        "accuracy": 1.0 - (fp + fn) / (n_pos + n_neg),
+        "fp": fp, "fn": fn, "fp_at_fn0": sum(f.fp_at_fn0 for f in folds),
+        "n_pos": n_pos, "n_neg": n_neg, "n_folds": len(folds),
+    }
+
+
+def predictions_frame(
+    ids: Sequence[str], labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
+    **columns: object,
+) -> pd.DataFrame:
+    """Per-image predictions (id, label, score) plus constant or per-image ``columns``
+    (e.g. ``method="kgl"``, ``seed=0``), ready to concatenate across runs."""
+    if not len(ids) == len(labels) == len(scores):
+        raise ValueError(f"ids, labels and scores differ in length: "
+                         f"{len(ids)}, {len(labels)}, {len(scores)}")
+    frame = pd.DataFrame({"id": list(ids), "label": np.asarray(labels).astype(np.int64),
+                          "score": np.asarray(scores, dtype=np.float64)})
+    for name, value in columns.items():
+        frame[name] = value
+    return frame
+
+
+def write_predictions(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a predictions table to CSV atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,1 @@
+"""Networks as pure ``nn.Module``s: SegDecNet, torchvision classifiers and a registry by name."""
