@@ -44,6 +44,7 @@ class ScaleProfile:
     batch_size: int
     width: float = 1.0
     primary_epochs: int | None = None  # None: same as ``epochs``
+    primary_width: float | None = None  # VGG16 width multiplier; None: same as ``width``
 
     def __post_init__(self) -> None:
         # SegDecNet pools by 64 in all and normalises what is left, which needs 2×2 pixels.
@@ -88,6 +89,8 @@ class PrimaryConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     flips: bool = True
+    batch_norm: bool = False  # VGG16-BN layout: trains from scratch where plain VGG16 stalls
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     weights: str | None = None  # local weights file; nothing is downloaded
 
     def __post_init__(self) -> None:
@@ -149,7 +152,7 @@ class GuidedConfig:
     prior_as_input: tuple[bool, ...] = (False,)
     guidance: tuple[Literal["pseudo_mask", "consistency"], ...] = ("pseudo_mask",)
     consistency_distance: str = "bce"
-    consistency_weight: float = 1.0
+    consistency_weight: float = 0.1  # per positive image, beside the summed per-image losses
     hybrid: bool = False  # positives with human masks keep them
 
     def __post_init__(self) -> None:

@@ -309,7 +309,9 @@ def _write_history(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, device: str = "cpu") -> dict:
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> dict:
     """Load a training checkpoint's weights into ``model``; returns the checkpoint dict."""
     path = Path(path)
     if not path.is_file():
@@ -473,6 +475,10 @@ def train(
         }
         if extra_loss is not None:
             row["loss_extra"] = sums["loss_extra"] / len(loader)
+        if not math.isfinite(sums["loss"] + sums["loss_extra"]):
+            where = f" (run {run_dir})" if run_dir is not None else ""
+            raise FloatingPointError(f"training diverged in epoch {epoch}{where}: the loss is "
+                                     f"not finite; lower the learning rate or loss weights")
         history.append(row)
         epochs.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['accuracy']:.3f}")
         done = epoch + 1

@@ -39,7 +39,7 @@ def test_types_are_kept(tmp_path, base):
 def test_profile_override_changes_scale_and_hash(tmp_path, base):
     path = write(tmp_path, base)
     cpu, gpu = load_params(path), load_params(path, profile="gpu")
-    assert gpu.scale.width == 1.0 and cpu.scale.width == 0.25
+    assert gpu.scale.width == 1.0 and cpu.scale.width == 0.125
     assert cpu.params_hash() != gpu.params_hash()
     assert cpu.params_hash() == load_params(path).params_hash()
 

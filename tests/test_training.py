@@ -162,6 +162,23 @@ def test_priors_are_flipped_with_their_images_and_fed_to_the_model():
         train(small_segdec(), data, small_config(), priors=priors)
 
 
+def test_cosine_schedule_is_logged_and_resumed(tmp_path):
+    data = tiny_split()
+    config = small_config(epochs=2, lr_schedule="cosine", checkpoint_every=1)
+    result = train(small_segdec(), data, config, run_dir=tmp_path)
+    assert result.history["lr"].tolist() == pytest.approx([0.05, 0.025])
+
+
+def test_bf16_channels_last_and_workers_run():
+    data = tiny_split()
+    config = small_config(epochs=1, bf16=True, channels_last=True, num_workers=2)
+    result = train(small_segdec(), data, config)
+    assert np.isfinite(result.history[["loss", "loss_seg", "loss_cls"]].to_numpy()).all()
+    scores, maps = predict(result.model, data.images, bf16=True, channels_last=True,
+                           progress=False)
+    assert scores.dtype == maps.dtype == np.float32 and np.isfinite(scores).all()
+
+
 def test_config_and_device_are_checked():
     with pytest.raises(ValueError, match="TrainConfig.epochs=0"):
         TrainConfig(epochs=0)
@@ -180,7 +197,7 @@ def synthetic_splits(root, size: int, n_train: int) -> tuple[SplitArrays, SplitA
 
 @pytest.mark.slow
 def test_segdec_with_masks_learns_the_synthetic_set(tmp_path):
-    train_set, test_set = synthetic_splits(tmp_path, size=128, n_train=100)
+    train_set, test_set = synthetic_splits(tmp_path, size=128, n_train=160)
     model = build_model("segdecnet", in_channels=1, width=0.125, seed=0)
     config = TrainConfig(epochs=10, lr=0.2, batch_size=4, dilate=5, w_pos=2.0, progress=False)
     result = train(model, train_set, config)
@@ -194,9 +211,11 @@ def test_segdec_with_masks_learns_the_synthetic_set(tmp_path):
 
 @pytest.mark.slow
 def test_vgg16_primary_learns_from_image_labels(tmp_path):
-    train_set, test_set = synthetic_splits(tmp_path, size=64, n_train=160)
+    # The BN layout learns from scratch in minutes; the synthetic set's faint defects need
+    # ~80 training positives to reach AP 0.95 (0.975-0.985 over model seeds 0-2).
+    train_set, test_set = synthetic_splits(tmp_path, size=64, n_train=240)
     model = build_model("vgg16", in_channels=1, width=0.25, batch_norm=True, seed=0)
-    config = TrainConfig(epochs=12, lr=0.005, batch_size=8, momentum=0.9, flips=True,
+    config = TrainConfig(epochs=16, lr=0.006, batch_size=16, momentum=0.9, flips=True,
                          loss_reduction="mean", lr_schedule="cosine", progress=False)
     result = train(model, train_set, config)
     scores, maps = predict(result.model, test_set.images, progress=False)

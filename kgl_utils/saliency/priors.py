@@ -99,11 +99,12 @@ def default_target_layer(model: nn.Module) -> str:
         features = getattr(module, "features", None)
         if isinstance(features, nn.Sequential):
             convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
-            if convs:
-                after = convs[-1] + 1
-                if after < len(features) and not isinstance(features[after], nn.MaxPool2d):
-                    return f"{prefix}features.{after}"
-                return f"{prefix}features.{convs[-1]}"
+            if convs:  # the last module before the next pool: the activation, after any BN
+                last = convs[-1]
+                while last + 1 < len(features) and not isinstance(features[last + 1],
+                                                                  nn.MaxPool2d):
+                    last += 1
+                return f"{prefix}features.{last}"
     raise ValueError(f"no default target layer for a {type(model).__name__} (neither a VGG "
                      f"layout nor a ResNet): pass layer=, e.g. one of {_layer_examples(model)}")
 

@@ -23,14 +23,15 @@ def primary_train_config(ctx: StudyContext) -> TrainConfig:
         epochs=scale.primary_epochs or scale.epochs, lr=config.primary.lr,
         batch_size=scale.batch_size, momentum=config.primary.momentum,
         weight_decay=config.primary.weight_decay, flips=config.primary.flips,
-        loss_reduction="mean", seed=config.seeds[0], device=str(ctx.device),
-        checkpoint_every=1, bf16=ctx.device.type == "cuda")
+        lr_schedule=config.primary.lr_schedule, loss_reduction="mean", seed=config.seeds[0],
+        device=str(ctx.device), checkpoint_every=1, bf16=ctx.device.type == "cuda")
 
 
 def build_primary(ctx: StudyContext) -> nn.Module:
     """The primary network at the profile's width (VGG16 only; ResNets keep their width)."""
     primary, scale = ctx.config.primary, ctx.config.scale
-    kwargs = {"width": scale.width} if primary.model == "vgg16" else {}
+    kwargs = ({"width": scale.primary_width or scale.width, "batch_norm": primary.batch_norm}
+              if primary.model == "vgg16" else {})
     return build_model(primary.model, in_channels=ctx.config.data.channels,
                        weights_path=primary.weights, seed=ctx.config.seeds[0], **kwargs)
 
