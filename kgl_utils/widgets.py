@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import numpy as np
 
 from kgl_utils.plots import heatmap, overlay
@@ -12,10 +12,18 @@ from kgl_utils.stages.priors import prior_maps
 from kgl_utils.stages.visualization import load_predictions, shown_models
 
 
+def png(picture: np.ndarray, scale: int = 2) -> bytes:
+    """An RGB float image in [0, 1] as PNG bytes, enlarged for the screen."""
+    rgb = (np.clip(picture, 0, 1) * 255).astype(np.uint8)
+    rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
 class SaliencyComparison:
     """Choose a test image, a prior method and a model; panels side by side, opacity slider.
 
-    Everything is read once from saved outputs; redrawing only recomposes images.
+    Everything is read once from saved outputs; redrawing only recomposes three small images,
+    sent as PNGs, so the widget needs no plotting backend and builds without a display.
     """
 
     def __init__(self, ctx: StudyContext):
@@ -24,21 +32,24 @@ class SaliencyComparison:
         self.priors = {m: prior_maps(ctx, m, "test", fold) for m in ctx.config.prior.methods}
         self.models = {name: load_predictions(ctx, cell).seg
                        for name, cell in shown_models(ctx).items()}
-        positives = np.flatnonzero(self.test.labels == 1)
-        order = [*positives, *np.flatnonzero(self.test.labels == 0)]
+        labels = self.test.labels
+        order = [*np.flatnonzero(labels == 1), *np.flatnonzero(labels == 0)]
         self.image = widgets.Dropdown(
-            options=[(f"{self.test.ids[i]} ({'defect' if self.test.labels[i] else 'clean'})",
-                      int(i)) for i in order], description="image")
+            options=[(f"{self.test.ids[i]} ({'defect' if labels[i] else 'clean'})", int(i))
+                     for i in order], description="image")
         self.prior = widgets.Dropdown(options=list(self.priors), description="prior")
-        self.model = widgets.Dropdown(options=list(self.models), description="model")
+        self.model = widgets.Dropdown(options=list(self.models), description="model",
+                                      layout=widgets.Layout(width="420px"))
         self.opacity = widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05,
                                            description="opacity")
-        self.output = widgets.Output()
+        self.titles = [widgets.Label() for _ in range(3)]
+        self.pictures = [widgets.Image(format="png") for _ in range(3)]
         for control in (self.image, self.prior, self.model, self.opacity):
             control.observe(lambda _: self.draw(), names="value")
+        panels = [widgets.VBox([t, p]) for t, p in zip(self.titles, self.pictures)]
         self.widget = widgets.VBox([
             widgets.HBox([self.image, self.prior]), widgets.HBox([self.model, self.opacity]),
-            self.output])
+            widgets.HBox(panels)])
         self.draw()
 
     def panels(self) -> list[tuple[str, np.ndarray]]:
@@ -50,16 +61,9 @@ class SaliencyComparison:
                 (self.model.value, heatmap(image, self.models[self.model.value][i], alpha))]
 
     def draw(self) -> None:
-        self.output.clear_output(wait=True)
-        with self.output:
-            panels = self.panels()
-            fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-            for ax, (title, picture) in zip(axes, panels):
-                ax.imshow(np.clip(picture, 0, 1))
-                ax.set_title(title, fontsize=9)
-                ax.axis("off")
-            plt.show()
-            plt.close(fig)
+        for title, picture, (text, rgb) in zip(self.titles, self.pictures, self.panels()):
+            title.value = text
+            picture.value = png(rgb)
 
 
 def comparison_widget(ctx: StudyContext) -> widgets.VBox:
