@@ -233,6 +233,10 @@ class StudyConfig:
         _check(len(self.seeds) >= 1, "seeds", self.seeds, "a non-empty list of integers")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device", self.device, "auto, cpu or cuda[:N]")
+        for name in self.ablation.priors:  # notebook 05 only reads what notebook 03 extracted
+            methods = ", ".join(self.prior.methods)
+            _check(name in CONTROL_PRIORS or name in self.prior.methods, "ablation.priors", name,
+                   f"a control prior or a method of prior.methods ({methods})")
 
     @property
     def scale(self) -> ScaleProfile:

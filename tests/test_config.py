@@ -61,6 +61,8 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d["data"].update(folds=[0, 1]), "data.folds: (0, 1) is not allowed"),
     (lambda d: d["prior"].update(pseudo_mask="fixed"), "prior.threshold: None"),
     (lambda d: d.pop("study"), "study: required key is missing"),
+    (lambda d: d["ablation"].update(priors=["gradcam"]), "ablation.priors: 'gradcam' is not "
+                                                         "allowed; expected a control prior"),
 ])
 def test_bad_params_name_key_and_value(tmp_path, base, edit, message):
     edit(base)

@@ -127,7 +127,8 @@ def run_cell(ctx: StudyContext, cell: Cell) -> tuple[dict, nn.Module]:
     result = train(model, ctx.arrays("train", cell.fold), segdec_train_config(ctx, cell.seed),
                    run_dir=ctx.run_dir("segdec", twin.name), **training_inputs(ctx, twin))
     test = ctx.arrays("test", cell.fold)
-    priors = prior_maps(ctx, cell.prior, "test", cell.fold) if cell.prior_as_input else None
+    priors = (prior_maps(ctx, cell.prior, "test", cell.fold, cell.seed)
+              if cell.prior_as_input else None)
     scores, seg = predict(result.model, test.images, priors,
                           batch_size=ctx.config.scale.batch_size, device=ctx.device)
     predictions = ctx.results / "predictions"
