@@ -25,7 +25,7 @@ from kgl_utils.evaluation.image_metrics import image_metrics
 from kgl_utils.models.segdec import SegDecNet
 from kgl_utils.results import ResultTable, write_csv
 from kgl_utils.saliency.differentiable import ConsistencyLoss
-from kgl_utils.saliency.priors import extract_priors
+from kgl_utils.saliency.priors import extract_priors, images_to_tensor
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.stages.primary import load_primary
 from kgl_utils.stages.priors import prior_maps, pseudo_masks
@@ -233,7 +233,7 @@ def inference_cost(ctx: StudyContext, batch: int = 8) -> pd.DataFrame:
     fold = ctx.folds[0]
     primary, _ = load_primary(ctx, fold)
     images = ctx.arrays("test", fold).images[:batch]
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(ctx.device)
+    x = images_to_tensor(images).to(ctx.device)
     method = ctx.config.prior.methods[0]
     plain = build_segdec(ctx, Cell("baseline", "none", 0, 0)).to(ctx.device).eval()
     guided = build_segdec(ctx, Cell("kgl", method, 0, 0, prior_as_input=True))
