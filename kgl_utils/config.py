@@ -153,6 +153,7 @@ class GuidedConfig:
     guidance: tuple[Literal["pseudo_mask", "consistency"], ...] = ("pseudo_mask",)
     consistency_distance: str = "bce"
     consistency_weight: float = 0.1  # per positive image, beside the summed per-image losses
+    consistency_max_grad_norm: float | None = 10.0  # the second-order term explodes unclipped
     hybrid: bool = False  # positives with human masks keep them
 
     def __post_init__(self) -> None:
@@ -165,6 +166,9 @@ class GuidedConfig:
                f"one of {', '.join(CONSISTENCY_DISTANCES)}")
         _check(self.consistency_weight >= 0, "consistency_weight",
                self.consistency_weight, "a number >= 0")
+        _check(self.consistency_max_grad_norm is None or self.consistency_max_grad_norm > 0,
+               "consistency_max_grad_norm", self.consistency_max_grad_norm,
+               "null (no clipping) or a number > 0")
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,10 @@ class TrainConfig:
     the authors accumulate over the samples of a batch (the network has no batch statistics);
     "mean" is the usual choice for a classifier with momentum. ``lr_schedule`` "cosine" anneals
     the rate to zero over the epochs (helps a classifier trained from scratch settle); the
-    authors keep it constant. ``checkpoint_every`` 0 writes only the final checkpoint. ``w_pos``,
-    ``p`` and ``dilate`` shape the segmentation targets.
+    authors keep it constant. ``max_grad_norm`` clips the total gradient norm of each step; the
+    authors do not clip (None), a second-order loss such as the consistency term needs it.
+    ``checkpoint_every`` 0 writes only the final checkpoint. ``w_pos``, ``p`` and ``dilate`` shape
+    the segmentation targets.
     """
 
     epochs: int = 50
@@ -74,6 +76,7 @@ class TrainConfig:
     flips: bool = False
     loss_reduction: Literal["sum", "mean"] = "sum"
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    max_grad_norm: float | None = None
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 0
@@ -95,6 +98,8 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
             ("loss_reduction", self.loss_reduction in ("sum", "mean"), "'sum' or 'mean'"),
             ("lr_schedule", self.lr_schedule in ("constant", "cosine"), "'constant' or 'cosine'"),
+            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0,
+             "None or a number > 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, "an integer >= 0"),
             ("num_workers", self.num_workers >= 0, "an integer >= 0"),
         ]
@@ -363,6 +368,8 @@ def _train_epoch(
                 sums["loss_extra"] = sums["loss_extra"] + extra.detach().float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         with torch.no_grad():
             sums["loss"] = sums["loss"] + terms.total.sum()

@@ -378,6 +378,14 @@ def test_consistency_loss_skips_negatives_and_the_prior_channel():
         ConsistencyLoss()(model, batch, outputs, 0)
 
 
+def test_flat_saliency_keeps_a_bounded_gradient():
+    model, batch, outputs = segdec_batch()
+    features = (outputs.features * 1e-5).detach().requires_grad_()  # a nearly flat map
+    saliency = segdec_gradcam(model, features, outputs.seg_logits.detach(), (128, 128))
+    consistency_loss(saliency, batch.priors[:, 0], "l1").backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().max() < 1e3
+
+
 def test_distances_on_known_maps():
     prior = torch.zeros(1, 4, 4)
     prior[0, 1:3, 1:3] = 1.0

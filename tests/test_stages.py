@@ -333,6 +333,17 @@ def test_consistency_cell_passes_its_loss_and_the_priors(study):
     np.testing.assert_array_equal(inputs["segmented"], ~positive | chosen(study, 3, True))
 
 
+def test_consistency_cell_fades_with_lambda_and_clips_its_gradient(study):
+    cell = Cell("kgl", "gradcam", 3, 0, guidance="consistency")
+    loss, epochs = training_inputs(study, cell)["extra_loss"], study.config.scale.epochs
+    assert loss.epochs == epochs and loss.weight_at(0) == loss.weight
+    assert loss.weight_at(epochs - 1) == pytest.approx(loss.weight / epochs)
+    assert segdec_train_config(study, cell).max_grad_norm == \
+        study.config.guided.consistency_max_grad_norm
+    for other in (Cell("kgl", "gradcam", 3, 0), Cell("baseline", "none", 3, 0)):
+        assert segdec_train_config(study, other).max_grad_norm is None  # the authors' loop
+
+
 def test_hybrid_cell_keeps_human_masks_for_the_chosen_positives(study):
     train = study.arrays("train")
     positive = train.labels == 1
@@ -354,7 +365,7 @@ def test_kgl_without_guidance_is_the_baselines_training_twin(study, monkeypatch)
                 Cell("baseline", "none", 3, 0)):
         assert own.training_twin() == own, own
     # The twin is exact: its own inputs would give the baseline's γ, targets and weights.
-    train, config = study.arrays("train"), segdec_train_config(study, 0)
+    train, config = study.arrays("train"), segdec_train_config(study, kgl)
     own, twin = training_inputs(study, kgl), training_inputs(study, baseline)
     for a, b in zip(_segmentation_arrays(train, own["segmented"], own["masks"], config),
                     _segmentation_arrays(train, twin["segmented"], None, config)):

@@ -162,6 +162,21 @@ def test_priors_are_flipped_with_their_images_and_fed_to_the_model():
         train(small_segdec(), data, small_config(), priors=priors)
 
 
+def test_max_grad_norm_bounds_each_step():
+    data = tiny_split()
+    before = small_segdec()
+    start = [p.detach().clone() for p in before.parameters()]
+    clipped = train(before, data, small_config(epochs=1, momentum=0, max_grad_norm=1e-6)).model
+    def moved(model):  # the total displacement, bounded by lr × clip per step
+        return sum(float((p.detach() - q).square().sum())
+                   for p, q in zip(model.parameters(), start)) ** 0.5
+
+    steps = -(-2 * 4 // small_config().batch_size)  # 4 positives and 4 negatives per epoch
+    assert moved(clipped) <= steps * small_config().lr * 1e-6 * 1.01
+    free = train(small_segdec(), data, small_config(epochs=1, momentum=0)).model
+    assert moved(free) > 1e-3
+
+
 def test_cosine_schedule_is_logged_and_resumed(tmp_path):
     data = tiny_split()
     config = small_config(epochs=2, lr_schedule="cosine", checkpoint_every=1)

@@ -15,10 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kgl_utils.losses import loss_weights
 from kgl_utils.training import Batch, StepOutputs
 
 DISTANCES = ("bce", "l1", "mse", "kl", "cosine")
 EPS = 1e-6
+MIN_RANGE = 1e-3
+"""Smallest CAM range the min-max normalisation divides by: a nearly flat map otherwise scales
+its gradient by up to 1/EPS, which is what made the consistency runs diverge."""
 
 
 def segdec_gradcam(
@@ -34,7 +38,8 @@ def segdec_gradcam(
     whatever the gradient stop of the supervised loss. Prior channels appended to the features
     (``extra_input_channels``) are left out: otherwise the map could match the prior by copying
     it. The map is upsampled bilinearly to ``size`` and min-max normalised per image like the
-    stored priors; a map with no positive evidence stays all zero.
+    stored priors; a map with no positive evidence stays all zero, and a nearly flat one is divided
+    by at least ``MIN_RANGE`` so its gradient stays bounded.
     """
     logits = model.decide(features, seg_logits, stop_gradient=False)
     (grads,) = torch.autograd.grad(logits.sum(), features, create_graph=True)
@@ -44,7 +49,7 @@ def segdec_gradcam(
     cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     low = cam.amin(dim=(1, 2), keepdim=True)
     high = cam.amax(dim=(1, 2), keepdim=True)
-    return (cam - low) / (high - low + EPS)
+    return (cam - low) / (high - low).clamp_min(MIN_RANGE)
 
 
 def consistency_loss(
@@ -97,6 +102,11 @@ class ConsistencyLoss:
     positive images count by default: a defect-free image's saliency points at nothing in
     particular, so there is nothing to agree on. ``reduction`` "sum" adds per-image losses like
     the loop's default ``loss_reduction``; use "mean" with a loop that averages.
+
+    With ``epochs`` the term is weighted like the segmentation loss it stands in for, by the
+    dynamically balanced ``λ = 1 - epoch/epochs``: it shapes the features first and fades as
+    the classifier takes over. At a constant weight the second-order gradient through the
+    classifier grew with its weight and drove runs at lr 0.1 to NaN.
     """
 
     def __init__(
@@ -105,6 +115,7 @@ class ConsistencyLoss:
         weight: float = 1.0,
         positives_only: bool = True,
         reduction: Literal["mean", "sum"] = "sum",
+        epochs: int | None = None,
     ):
         if distance not in DISTANCES:
             raise ValueError(f"consistency distance {distance!r} is unknown; allowed: "
@@ -113,12 +124,21 @@ class ConsistencyLoss:
             raise ValueError(f"consistency weight must be >= 0, got {weight}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be None or >= 1, got {epochs}")
         self.distance, self.weight = distance, weight
-        self.positives_only, self.reduction = positives_only, reduction
+        self.positives_only, self.reduction, self.epochs = positives_only, reduction, epochs
 
     def __repr__(self) -> str:
         return (f"ConsistencyLoss(distance={self.distance!r}, weight={self.weight}, "
-                f"positives_only={self.positives_only}, reduction={self.reduction!r})")
+                f"positives_only={self.positives_only}, reduction={self.reduction!r}, "
+                f"epochs={self.epochs})")
+
+    def weight_at(self, epoch: int) -> float:
+        """The term's weight in 0-based ``epoch``: constant, or ``weight·λ`` with ``epochs``."""
+        if self.epochs is None:
+            return self.weight
+        return self.weight * loss_weights(epoch, self.epochs, 1.0, dynamic_balance=True)[0]
 
     def __call__(
         self, model: nn.Module, batch: Batch, outputs: StepOutputs, epoch: int
@@ -132,5 +152,5 @@ class ConsistencyLoss:
             return outputs.cls_logits.new_zeros(())
         saliency = segdec_gradcam(model, outputs.features[keep], outputs.seg_logits[keep],
                                   batch.images.shape[-2:])
-        return self.weight * consistency_loss(saliency, batch.priors[keep, 0], self.distance,
+        return self.weight_at(epoch) * consistency_loss(saliency, batch.priors[keep, 0], self.distance,
                                               self.reduction)

@@ -74,14 +74,17 @@ class Cell:
         return {k: v for k, v in asdict(self).items() if k in CELL_KEY}
 
 
-def segdec_train_config(ctx: StudyContext, seed: int) -> TrainConfig:
+def segdec_train_config(ctx: StudyContext, cell: Cell) -> TrainConfig:
+    """The profile's SegDecNet settings; a consistency cell clips its gradient norm."""
     config, scale = ctx.config, ctx.config.scale
-    segdec = config.segdec
+    segdec, seed = config.segdec, cell.seed
+    consistency = cell.method == "kgl" and cell.guidance == "consistency"
     return TrainConfig(
         epochs=scale.epochs, lr=segdec.lr, batch_size=scale.batch_size, delta=segdec.delta,
         w_pos=segdec.w_pos, p=segdec.p, dilate=config.data.dilate,
         dynamic_balance=segdec.dynamic_balance, momentum=segdec.momentum,
         weight_decay=segdec.weight_decay, flips=segdec.flips, seed=seed, device=str(ctx.device),
+        max_grad_norm=config.guided.consistency_max_grad_norm if consistency else None,
         checkpoint_every=max(1, scale.epochs // 5), bf16=ctx.device.type == "cuda",
         channels_last=ctx.device.type == "cuda", progress=True)
 
@@ -106,8 +109,10 @@ def training_inputs(ctx: StudyContext, cell: Cell) -> dict:
     if cell.guidance == "consistency":
         consistency = ctx.config.guided
         kwargs |= {"segmented": ~positive | human, "priors": maps,
-                   "extra_loss": ConsistencyLoss(consistency.consistency_distance,
-                                                 consistency.consistency_weight)}
+                   "extra_loss": ConsistencyLoss(
+                       consistency.consistency_distance, consistency.consistency_weight,
+                       epochs=ctx.config.scale.epochs if ctx.config.segdec.dynamic_balance
+                       else None)}
         return kwargs
     targets = pseudo_masks(ctx, maps)
     if cell.hybrid:
@@ -124,7 +129,7 @@ def run_cell(ctx: StudyContext, cell: Cell) -> tuple[dict, nn.Module]:
     """
     twin = cell.training_twin()
     model = build_segdec(ctx, twin)
-    result = train(model, ctx.arrays("train", cell.fold), segdec_train_config(ctx, cell.seed),
+    result = train(model, ctx.arrays("train", cell.fold), segdec_train_config(ctx, twin),
                    run_dir=ctx.run_dir("segdec", twin.name), **training_inputs(ctx, twin))
     test = ctx.arrays("test", cell.fold)
     priors = (prior_maps(ctx, cell.prior, "test", cell.fold, cell.seed)
