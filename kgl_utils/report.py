@@ -15,6 +15,7 @@ import pandas as pd
 
 from kgl_utils.saliency.controls import CONTROL_PRIORS
 
+
 def _system(row: pd.Series, n_all: int) -> str:
     """A reader's name for one row of guided.csv."""
     if row["method"] == "baseline":

@@ -152,5 +152,6 @@ class ConsistencyLoss:
             return outputs.cls_logits.new_zeros(())
         saliency = segdec_gradcam(model, outputs.features[keep], outputs.seg_logits[keep],
                                   batch.images.shape[-2:])
-        return self.weight_at(epoch) * consistency_loss(saliency, batch.priors[keep, 0], self.distance,
-                                              self.reduction)
+        distance = consistency_loss(saliency, batch.priors[keep, 0], self.distance,
+                                    self.reduction)
+        return self.weight_at(epoch) * distance

@@ -15,7 +15,7 @@ from kgl_utils.evaluation.significance import paired_against
 from kgl_utils.published import published_ap
 from kgl_utils.results import ResultTable, save_figure, summarize, to_markdown, write_text
 from kgl_utils.stages.context import StudyContext
-from kgl_utils.stages.guided import CELL_KEY, Cell, run_cell
+from kgl_utils.stages.guided import CELL_KEY, Cell, add_missing, run_cell
 from kgl_utils.stages.primary import METHOD as PRIMARY
 
 METRICS = ["ap", "auroc", "f1", "accuracy", "fp", "fn"]
@@ -38,10 +38,7 @@ def ablation_cells(ctx: StudyContext) -> list[Cell]:
 def run_grid(ctx: StudyContext) -> pd.DataFrame:
     """Train every missing cell; returns the whole long-form table."""
     table = ResultTable(ctx.results / "ablation.csv", CELL_KEY, ctx.params_hash)
-    for cell in ablation_cells(ctx):
-        if not table.has(cell.key()):
-            row, _ = run_cell(ctx, cell)
-            table.add(row)
+    add_missing(table, ablation_cells(ctx), lambda cell: run_cell(ctx, cell)[0])
     return table.read()
 
 

@@ -7,6 +7,7 @@ the same cells, so both notebooks train, resume and evaluate a run the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -193,13 +194,18 @@ def distillation_row(ctx: StudyContext, variant: str, fold: int | None) -> dict:
                       "guidance": "none", "fold": fold})
 
 
+def add_missing(table: ResultTable, cells: Iterable[Cell], run: Callable[[Cell], dict]) -> None:
+    """Run the cells ``table`` lacks, adding each row as its run ends: a killed study, run
+    again, does only what is missing."""
+    for cell in cells:
+        if not table.has(cell.key()):
+            table.add(run(cell))
+
+
 def run_guided(ctx: StudyContext) -> pd.DataFrame:
     """Run the comparison cells and distillation rows (resuming finished ones): guided.csv."""
     table = ResultTable(ctx.results / "guided.csv", CELL_KEY, ctx.params_hash)
-    for cell in guided_cells(ctx):
-        if not table.has(cell.key()):
-            row, _ = run_cell(ctx, cell)
-            table.add(row)
+    add_missing(table, guided_cells(ctx), lambda cell: run_cell(ctx, cell)[0])
     if ctx.config.distillation.enabled:
         for fold in ctx.folds:
             for variant in ctx.config.distillation.variants:
