@@ -21,8 +21,8 @@ from kgl_utils.training import Batch, StepOutputs
 DISTANCES = ("bce", "l1", "mse", "kl", "cosine")
 EPS = 1e-6
 MIN_RANGE = 1e-3
-"""Smallest CAM range the min-max normalisation divides by: a nearly flat map otherwise scales
-its gradient by up to 1/EPS, which is what made the consistency runs diverge."""
+"""Smallest CAM range the min-max normalisation divides by: a nearly flat map would otherwise
+scale its gradient by up to 1/EPS."""
 
 
 def segdec_gradcam(
@@ -105,8 +105,9 @@ class ConsistencyLoss:
 
     With ``epochs`` the term is weighted like the segmentation loss it stands in for, by the
     dynamically balanced ``λ = 1 - epoch/epochs``: it shapes the features first and fades as
-    the classifier takes over. At a constant weight the second-order gradient through the
-    classifier grew with its weight and drove runs at lr 0.1 to NaN.
+    the classifier takes over. The second-order gradient through the classifier can still grow
+    step by step until the loss overflows; the study clips the gradient norm of these runs
+    (``TrainConfig.max_grad_norm``).
     """
 
     def __init__(
