@@ -6,21 +6,15 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
+from conftest import synthetic_study
 
 from kgl_utils.study import NOTEBOOK_OUTPUTS, run_study
 
 REPO = Path(__file__).resolve().parent.parent
 
 TINY = {
-    "study": "tiny",
-    "seeds": [0],
-    "device": "cpu",
-    "profile": "tiny",
-    "data": {"dataset": "synthetic", "channels": 1, "dilate": 3,
-             "options": {"n_train": 40, "n_test": 24, "size": [128, 128],
-                         "positive_fraction": 0.4}},
-    "profiles": {"tiny": {"input_size": [128, 128], "epochs": 2, "batch_size": 8,
-                          "width": 0.25}},
+    **synthetic_study("tiny", n_train=40, n_test=24, positive_fraction=0.4, epochs=2,
+                      batch_size=8, width=0.25),
     "primary": {"model": "vgg16", "lr": 0.005},
     "prior": {"methods": ["gradcam"], "controls": ["random"]},
     "guided": {"prior_as_input": [False, True], "guidance": ["pseudo_mask"]},

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import synthetic_study
 from scipy import stats
 
 from kgl_utils.evaluation.significance import paired_against, paired_test
@@ -29,15 +30,8 @@ from kgl_utils.stages.priors import extract_all, prior_maps, prior_store, pseudo
 from kgl_utils.training import TrainResult, _segmentation_arrays
 
 BASE = {
-    "study": "stages",
-    "seeds": [0],
-    "device": "cpu",
-    "profile": "t",
-    "data": {"dataset": "synthetic", "channels": 1, "dilate": 3,
-             "options": {"n_train": 24, "n_test": 12, "size": [128, 128],
-                         "positive_fraction": 0.5}},
-    "profiles": {"t": {"input_size": [128, 128], "epochs": 1, "batch_size": 4,
-                       "width": 0.0625}},
+    **synthetic_study("stages", n_train=24, n_test=12, positive_fraction=0.5, epochs=1,
+                      batch_size=4, width=0.0625),
     "prior": {"methods": ["gradcam"]},
 }
 

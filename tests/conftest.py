@@ -1,0 +1,17 @@
+"""Shared fixtures' building blocks."""
+
+
+def synthetic_study(study: str, n_train: int, n_test: int, positive_fraction: float,
+                    **profile) -> dict:
+    """The params of a tiny synthetic study on the CPU; sections beyond data and the one
+    ``t`` profile (input size 128, the given epochs, batch size and width) are the caller's."""
+    return {
+        "study": study,
+        "seeds": [0],
+        "device": "cpu",
+        "profile": "t",
+        "data": {"dataset": "synthetic", "channels": 1, "dilate": 3,
+                 "options": {"n_train": n_train, "n_test": n_test, "size": [128, 128],
+                             "positive_fraction": positive_fraction}},
+        "profiles": {"t": {"input_size": [128, 128], **profile}},
+    }
