@@ -1,6 +1,7 @@
 """The study stages: the ablation grid resumes, the summary and paired tests are right, each
 guided cell trains what it claims, and a guided run on the synthetic set learns."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,13 @@ from kgl_utils.stages.guided import (
     segdec_train_config,
     training_inputs,
 )
-from kgl_utils.stages.priors import extract_all, prior_maps, prior_store, pseudo_masks
+from kgl_utils.stages.priors import (
+    extract_all,
+    prior_maps,
+    prior_quality,
+    prior_store,
+    pseudo_masks,
+)
 from kgl_utils.training import TrainResult, _segmentation_arrays
 
 BASE = {
@@ -406,6 +413,17 @@ def test_priors_not_extracted_or_unknown_stop_clearly(study):
     with pytest.raises(ValueError, match="control prior 'bogus' is unknown; allowed: random"):
         prior_maps(study, "bogus", "train")
 
+
+
+def test_prior_quality_without_human_masks_says_nothing_was_scored(study, monkeypatch):
+    scored = prior_quality(study)
+    assert list(scored["images"]) == [12, 6] and scored["auroc"].notna().all()
+    real = study.arrays
+    monkeypatch.setattr(study, "arrays", lambda split, fold=None: replace(
+        real(split, fold), masks=np.zeros_like(real(split, fold).masks)))
+    unscored = prior_quality(study)
+    assert list(unscored["prior"]) == ["gradcam", "gradcam"]
+    assert (unscored["images"] == 0).all() and unscored["auroc"].isna().all()
 
 # --- a guided run learns ----------------------------------------------------------------------
 

@@ -76,13 +76,15 @@ def pseudo_masks(ctx: StudyContext, maps: np.ndarray) -> np.ndarray:
 
 
 def prior_quality(ctx: StudyContext) -> pd.DataFrame:
-    """Each prior (and control) against the human masks, per fold and split (positives only)."""
+    """Each prior (and control) against the human masks, per fold and split (positives only).
+
+    Without human masks (ELPV) every row has ``images`` 0 and empty metrics, so the table
+    still says what was, and was not, measured.
+    """
     rows = []
     for fold in ctx.folds:
         for split in SPLITS:
             arrays = ctx.arrays(split, fold)
-            if not arrays.masks[arrays.labels == 1].any():
-                continue  # no human masks (e.g. ELPV): nothing to measure against
             for name in (*ctx.config.prior.methods, *ctx.config.prior.controls):
                 maps = prior_maps(ctx, name, split, fold, ctx.config.seeds[0])
                 _, summary = evaluate_saliency(maps, arrays.masks, arrays.labels, arrays.ids,
