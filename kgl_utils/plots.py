@@ -23,6 +23,11 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, alpha: float = 0.45) -> 
     return (1 - weight) * rgb + weight * MASK_COLOUR
 
 
+def truth_title(masks: np.ndarray) -> str:
+    """The title of a column of images with their masks; says so where there is none (ELPV)."""
+    return "ground truth" if np.any(masks) else "image (no mask)"
+
+
 def heatmap(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """The image with a saliency map (H×W in [0, 1]) in the jet colour map on top."""
     base = overlay(image, None)

@@ -28,6 +28,7 @@ from kgl_utils.stages.guided import (
     training_inputs,
 )
 from kgl_utils.stages.priors import (
+    example_figure,
     extract_all,
     prior_maps,
     prior_quality,
@@ -415,15 +416,17 @@ def test_priors_not_extracted_or_unknown_stop_clearly(study):
 
 
 
-def test_prior_quality_without_human_masks_says_nothing_was_scored(study, monkeypatch):
+def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypatch):
     scored = prior_quality(study)
     assert list(scored["images"]) == [12, 6] and scored["auroc"].notna().all()
+    assert example_figure(study).axes[0].get_title() == "ground truth"
     real = study.arrays
     monkeypatch.setattr(study, "arrays", lambda split, fold=None: replace(
         real(split, fold), masks=np.zeros_like(real(split, fold).masks)))
     unscored = prior_quality(study)
     assert list(unscored["prior"]) == ["gradcam", "gradcam"]
     assert (unscored["images"] == 0).all() and unscored["auroc"].isna().all()
+    assert example_figure(study).axes[0].get_title() == "image (no mask)"
 
 # --- a guided run learns ----------------------------------------------------------------------
 

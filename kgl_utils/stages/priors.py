@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from kgl_utils.config import SALIENCY_METHODS
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
-from kgl_utils.plots import heatmap, image_grid, overlay
+from kgl_utils.plots import heatmap, image_grid, overlay, truth_title
 from kgl_utils.results import save_figure, write_csv
 from kgl_utils.saliency.controls import make_control_prior
 from kgl_utils.saliency.priors import cached_priors
@@ -107,7 +107,7 @@ def example_figure(ctx: StudyContext, count: int = 4, fold: int | None = None) -
              *(heatmap(arrays.images[i], maps[n][k]) for n in names),
              overlay(arrays.images[i], masks[k])] for k, i in enumerate(pick)]
     return image_grid(rows, [arrays.ids[i] for i in pick],
-                      ["ground truth", *names, f"pseudo-mask ({names[0]})"])
+                      [truth_title(arrays.masks[pick]), *names, f"pseudo-mask ({names[0]})"])
 
 
 def run_priors(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:

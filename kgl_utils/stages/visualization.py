@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
-from kgl_utils.plots import heatmap, image_grid, overlay
+from kgl_utils.plots import heatmap, image_grid, overlay, truth_title
 from kgl_utils.results import save_figure, write_csv
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.stages.guided import Cell, guided_cells
@@ -89,8 +89,8 @@ def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
              overlay(test.images[i], pseudo[k]),
              *(heatmap(test.images[i], seg[k]) for seg in models.values())]
             for k, i in enumerate(pick)]
-    titles = ["ground truth", *(f"prior: {m}" for m in methods), f"pseudo-mask ({methods[0]})",
-              *models]
+    titles = [truth_title(test.masks[pick]), *(f"prior: {m}" for m in methods),
+              f"pseudo-mask ({methods[0]})", *models]
     return image_grid(rows, [test.ids[i] for i in pick], titles)
 
 
