@@ -419,6 +419,9 @@ def test_priors_not_extracted_or_unknown_stop_clearly(study):
 def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypatch):
     scored = prior_quality(study)
     assert list(scored["images"]) == [12, 6] and scored["auroc"].notna().all()
+    train = study.arrays("train")
+    area = train.masks[train.labels == 1].mean()  # the pseudo-masks are the masks, shifted
+    assert scored["pseudo_mask_area"].iloc[0] == pytest.approx(area)
     assert example_figure(study).axes[0].get_title() == "ground truth"
     real = study.arrays
     monkeypatch.setattr(study, "arrays", lambda split, fold=None: replace(
@@ -426,6 +429,7 @@ def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypa
     unscored = prior_quality(study)
     assert list(unscored["prior"]) == ["gradcam", "gradcam"]
     assert (unscored["images"] == 0).all() and unscored["auroc"].isna().all()
+    assert unscored["pseudo_mask_area"].tolist() == scored["pseudo_mask_area"].tolist()
     assert example_figure(study).axes[0].get_title() == "image (no mask)"
 
 # --- a guided run learns ----------------------------------------------------------------------

@@ -76,21 +76,25 @@ def pseudo_masks(ctx: StudyContext, maps: np.ndarray) -> np.ndarray:
 
 
 def prior_quality(ctx: StudyContext) -> pd.DataFrame:
-    """Each prior (and control) against the human masks, per fold and split (positives only).
+    """Each prior (and control) against the human masks, per fold and split (positives only),
+    and the share of a positive image its pseudo-mask covers (defined with or without masks).
 
-    Without human masks (ELPV) every row has ``images`` 0 and empty metrics, so the table
+    Without human masks (ELPV) ``images`` is 0 and the mask metrics are empty, so the table
     still says what was, and was not, measured.
     """
     rows = []
     for fold in ctx.folds:
         for split in SPLITS:
             arrays = ctx.arrays(split, fold)
+            positive = arrays.labels == 1
             for name in (*ctx.config.prior.methods, *ctx.config.prior.controls):
                 maps = prior_maps(ctx, name, split, fold, ctx.config.seeds[0])
+                binary = pseudo_masks(ctx, maps)
                 _, summary = evaluate_saliency(maps, arrays.masks, arrays.labels, arrays.ids,
-                                               binary=pseudo_masks(ctx, maps))
+                                               binary=binary)
                 row = {"fold": fold, "split": split, "prior": name,
-                       "images": int(summary["count"].max())}
+                       "images": int(summary["count"].max()),
+                       "pseudo_mask_area": float(binary[positive].mean())}
                 row |= {metric: summary.loc[metric, "mean"] for metric in summary.index}
                 rows.append(ctx.row(**row))
     return pd.DataFrame(rows)
