@@ -415,7 +415,6 @@ def test_priors_not_extracted_or_unknown_stop_clearly(study):
         prior_maps(study, "bogus", "train")
 
 
-
 def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypatch):
     scored = prior_quality(study)
     assert list(scored["images"]) == [12, 6] and scored["auroc"].notna().all()
@@ -431,6 +430,7 @@ def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypa
     assert (unscored["images"] == 0).all() and unscored["auroc"].isna().all()
     assert unscored["pseudo_mask_area"].tolist() == scored["pseudo_mask_area"].tolist()
     assert example_figure(study).axes[0].get_title() == "image (no mask)"
+
 
 # --- a guided run learns ----------------------------------------------------------------------
 
