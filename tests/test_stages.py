@@ -4,6 +4,7 @@ guided cell trains what it claims, and a guided run on the synthetic set learns.
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -421,7 +422,9 @@ def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypa
     train = study.arrays("train")
     area = train.masks[train.labels == 1].mean()  # the pseudo-masks are the masks, shifted
     assert scored["pseudo_mask_area"].iloc[0] == pytest.approx(area)
-    assert example_figure(study).axes[0].get_title() == "ground truth"
+    figure = example_figure(study)
+    assert figure.axes[0].get_title() == "ground truth"
+    plt.close(figure)
     real = study.arrays
     monkeypatch.setattr(study, "arrays", lambda split, fold=None: replace(
         real(split, fold), masks=np.zeros_like(real(split, fold).masks)))
@@ -429,7 +432,9 @@ def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypa
     assert list(unscored["prior"]) == ["gradcam", "gradcam"]
     assert (unscored["images"] == 0).all() and unscored["auroc"].isna().all()
     assert unscored["pseudo_mask_area"].tolist() == scored["pseudo_mask_area"].tolist()
-    assert example_figure(study).axes[0].get_title() == "image (no mask)"
+    figure = example_figure(study)
+    assert figure.axes[0].get_title() == "image (no mask)"
+    plt.close(figure)
 
 
 # --- a guided run learns ----------------------------------------------------------------------
