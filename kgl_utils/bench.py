@@ -10,7 +10,6 @@ the table and writes ``results/bench/<host>.csv``.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import socket
 import time
@@ -22,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from kgl_utils.device import resolve_device
 from kgl_utils.models.classifiers import vgg16
 from kgl_utils.models.segdec import SegDecNet
-from kgl_utils.training import resolve_device
+from kgl_utils.results import write_csv
 
 SIZES = {"ksdd2": (3, 232, 640), "ksdd": (1, 512, 1408)}
 
@@ -134,17 +134,6 @@ def run(device: str = "auto", train_batch: int | None = None, infer_batch: int |
     return pd.DataFrame(rows)
 
 
-def write_csv(frame: pd.DataFrame, out_dir: str | os.PathLike) -> Path:
-    """Write ``<out_dir>/<host>.csv`` atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{socket.gethostname()}.csv"
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kgl_utils.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = run(args.device, args.train_batch_size, args.infer_batch_size, args.iters,
                 args.warmup, args.width)
     print(frame.to_string(index=False))
-    print(f"written to {write_csv(frame, args.out)}")
+    print(f"written to {write_csv(Path(args.out) / f'{socket.gethostname()}.csv', frame)}")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class DataConfig:
     channels: int = 1
     split_file: str | None = None
     folds: tuple[int, ...] | None = None  # KolektorSDD's 3-fold cross-validation
+    split_seed: int = 0  # generated data and seeded splits: part of the data, not of a run
     dilate: int = 7  # mask dilation kernel for the segmentation weights
     options: dict[str, Any] = field(default_factory=dict)  # loader-specific, checked by the loader
 

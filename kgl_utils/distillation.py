@@ -24,9 +24,9 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from kgl_utils.data.base import SplitArrays
+from kgl_utils.device import resolve_device
 from kgl_utils.evaluation.image_metrics import image_metrics
 from kgl_utils.models.distillation import SSPCAB, TeacherStudent, anomaly_map
-from kgl_utils.training import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

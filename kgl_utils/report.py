@@ -1,35 +1,51 @@
-"""The headline table of a finished study, as the README shows it.
+"""The headline table of a finished study, as the README shows it, and the check that a study's
+tables come from one clean commit.
 
 Built from the study's committed ``primary.csv`` and ``guided.csv`` only, so the README's numbers
 can be regenerated (``python -m kgl_utils.report results/<study>``) and checked against the
-tables by the tests.
+tables by the tests. The report refuses a study whose tables mix commits or come from a dirty
+tree: such numbers are not reproduced by any one commit.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from kgl_utils.saliency.controls import CONTROL_PRIORS
+from kgl_utils.labels import system_name
 
 
-def _system(row: pd.Series, n_all: int) -> str:
-    """A reader's name for one row of guided.csv."""
-    if row["method"] == "baseline":
-        return f"baseline SegDecNet, {int(row['n_a'])} human masks"
-    if row["method"] == "kgl":
-        if row["guidance"] == "consistency":
-            text = f"KGL, {row['prior']} consistency loss ({int(row['n_a'])} human masks)"
-        else:
-            n_a = int(row["n_a"])
-            whom = f"all {n_a}" if n_a == n_all else str(n_a)
-            prior = row["prior"] + (" control" if row["prior"] in CONTROL_PRIORS else "")
-            text = f"KGL, {prior} pseudo-masks for {whom} positives"
-        return text + (" + prior as input" if row["prior_as_input"] else "")
-    return f"{row['method']} (unsupervised)"
+class ProvenanceError(ValueError):
+    """A study's tables do not all come from one clean commit; the message names them."""
+
+
+def table_commits(results: str | os.PathLike) -> dict[str, set[str]]:
+    """The ``git_commit`` values of every CSV table of a study folder that has that column."""
+    commits = {}
+    for path in sorted(Path(results).glob("*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "git_commit" in frame.columns:
+            commits[path.name] = set(frame["git_commit"])
+    return commits
+
+
+def check_provenance(results: str | os.PathLike) -> str:
+    """The one clean commit all of a study's tables come from; else a ProvenanceError naming
+    each table and the commits found in it."""
+    commits = table_commits(results)
+    found = set().union(*commits.values()) if commits else set()
+    if len(found) == 1 and not next(iter(found)).endswith("+dirty") and "" not in found:
+        return next(iter(found))
+    if not found:
+        raise ProvenanceError(f"{results}: no table with a git_commit column")
+    detail = "; ".join(f"{name}: {', '.join(sorted(c)) or '(empty)'}"
+                       for name, c in commits.items())
+    raise ProvenanceError(f"{results}: the tables do not come from one clean commit ({detail}); "
+                          f"rerun the study from a clean checkout with --force")
 
 
 def headline(results: str | os.PathLike) -> pd.DataFrame:
@@ -39,29 +55,33 @@ def headline(results: str | os.PathLike) -> pd.DataFrame:
     guided = pd.read_csv(results / "guided.csv")
     seed = guided["seed"].min()
     guided = guided[guided["seed"] == seed]
+    primary = primary[primary["seed"] == seed]
     pseudo = guided[(guided["method"] == "kgl") & (guided["guidance"] == "pseudo_mask")]
-    n_all = int(pseudo["n_a"].max()) if len(pseudo) else -1  # the cells for all positives
-    rows = [{"system": name, "ap": ap, "auroc": auroc}
-            for name, ap, auroc in zip(primary["method"], primary["ap"], primary["auroc"],
-                                       strict=True)]
-    rows += [{"system": _system(row, n_all), "ap": row["ap"], "auroc": row["auroc"]}
-             for _, row in guided.iterrows()]
+    n_all = int(pseudo["n_a"].max()) if len(pseudo) else None  # the cells for all positives
+    rows = [{"system": system_name(row, n_all), "ap": row["ap"], "auroc": row["auroc"]}
+            for _, row in pd.concat([primary, guided], ignore_index=True).iterrows()]
     return pd.DataFrame(rows)
 
 
 def headline_markdown(results: str | os.PathLike) -> str:
-    """The headline as a Markdown table with three decimals."""
+    """The headline as a Markdown table with three decimals (refused for mixed provenance)."""
+    check_provenance(results)
     lines = ["| system | AP | AUROC |", "|---|---|---|"]
     lines += [f"| {row.system} | {row.ap:.3f} | {row.auroc:.3f} |"
               for row in headline(results).itertuples()]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="a study's results folder, e.g. results/default")
-    print(headline_markdown(parser.parse_args(argv).results))
+    try:
+        print(headline_markdown(parser.parse_args(argv).results))
+    except ProvenanceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

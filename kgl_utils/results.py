@@ -1,7 +1,7 @@
-"""Result tables, run metadata and atomic writes.
+"""Atomic writes, the commit code runs at, and the summaries of result tables.
 
-Every file a study writes goes through ``atomic_write`` so that an interrupted run never leaves a
-half-written table behind; every result row carries the params hash and git commit that made it.
+Every file the package writes goes through ``atomic_write`` (or a writer built on it) so that an
+interrupted run never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kgl_utils import __version__
+from kgl_utils.paths import REPO_ROOT
 
 
 @contextmanager
@@ -43,9 +43,9 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path
     return Path(path)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
     return atomic_write(path, lambda p: p.write_text(
-        json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n"))
+        json.dumps(obj, indent=2, sort_keys=sort_keys, default=_jsonable) + "\n"))
 
 
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
@@ -54,6 +54,28 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (checkpoints)."""
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """Compressed ``.npz`` atomically."""
+    return atomic_write(path, lambda p: np.savez_compressed(p, **arrays))
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """An image file through OpenCV (format from the suffix), atomically."""
+    import cv2
+
+    def write(p: Path) -> None:
+        if not cv2.imwrite(str(p), image):
+            raise OSError(f"{path}: OpenCV could not write this image")
+    return atomic_write(path, write)
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
@@ -73,77 +95,18 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def git_commit(root: str | os.PathLike | None = None) -> str:
-    """The commit the code ran at ("unknown" outside a git checkout), '+dirty' if modified."""
-    root = Path(root or Path(__file__).resolve().parent.parent)
+def git_commit(root: str | os.PathLike = REPO_ROOT) -> str:
+    """The commit the code runs at ("unknown" outside a git checkout), '+dirty' if a tracked
+    file outside ``results/`` is modified: a study rewriting its own tables is not dirty code."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"],
                                cwd=root, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty.strip() else "")
-
-
-def run_metadata(params_hash: str) -> dict[str, str]:
-    """The columns that make a result row traceable to its study and code."""
-    return {"params_hash": params_hash, "git_commit": git_commit(), "kgl_utils": __version__}
-
-
-def _cell(value: Any) -> str:
-    """A key value as text, the same whether it comes from a row or back from the CSV."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return str(value)
-
-
-class ResultTable:
-    """A long-form CSV of one study that grows one row per finished run, atomically.
-
-    ``key`` columns identify a run; ``has`` lets a resumed study skip what it already did and
-    ``add`` refuses to write the same run twice, so rows are never duplicated or lost. Rows of
-    another ``params_hash`` (the study's params changed) are not this study's: they are ignored
-    and dropped at the next write.
-    """
-
-    def __init__(self, path: str | os.PathLike, key: Sequence[str], params_hash: str):
-        self.path = Path(path)
-        self.key = list(key)
-        self.params_hash = params_hash
-
-    def read(self) -> pd.DataFrame:
-        if not self.path.is_file():
-            return pd.DataFrame()
-        frame = pd.read_csv(self.path, keep_default_na=False, na_values=[""])
-        return frame[frame["params_hash"] == self.params_hash].reset_index(drop=True)
-
-    def _key_of(self, row: dict[str, Any]) -> tuple[str, ...]:
-        missing = [k for k in self.key if k not in row]
-        if missing:
-            raise KeyError(f"result row lacks key columns {missing}")
-        return tuple(_cell(row[k]) for k in self.key)
-
-    def keys(self) -> set[tuple[str, ...]]:
-        frame = self.read()
-        if frame.empty:
-            return set()
-        return {tuple(_cell(v) for v in r) for r in frame[self.key].itertuples(index=False)}
-
-    def has(self, row: dict[str, Any]) -> bool:
-        return self._key_of(row) in self.keys()
-
-    def add(self, row: dict[str, Any]) -> None:
-        if row.get("params_hash") != self.params_hash:
-            raise ValueError(f"{self.path}: row of params {row.get('params_hash')!r} added to "
-                             f"the table of params {self.params_hash!r}")
-        if self.has(row):
-            raise ValueError(f"{self.path}: a row for {dict(zip(self.key, self._key_of(row)))} "
-                             "already exists")
-        frame = pd.concat([self.read(), pd.DataFrame([row])], ignore_index=True)
-        write_csv(self.path, frame)
 
 
 def summarize(

@@ -2,24 +2,23 @@
 
 ``python -m kgl_utils.study run params/default.yaml`` is what ``make study`` calls. Each notebook
 gets the study's params file injected into its ``parameters`` cell; its executed copy goes to
-``results/<study>/executed/``. A notebook whose outputs are complete for the same params hash is
-skipped on a rerun, so an interrupted study resumes where it stopped.
+``results/<study>/executed/``. Every notebook runs each time: its work lives in run units
+(``kgl_utils.units``) that are computed once and reused, so a rerun of a finished study only
+reassembles its tables and figures, and an interrupted one resumes with the missing units.
+``--force`` recomputes the units of the chosen notebooks.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from kgl_utils.config import ConfigError, StudyConfig, load_params
-from kgl_utils.results import write_json
+from kgl_utils.config import ConfigError, load_params
+from kgl_utils.paths import NOTEBOOK_DIR, REPO_ROOT, StudyPaths
+from kgl_utils.units.store import UnitStore
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL_NAME = "kgl-utils"
 
 # What each notebook must leave in results/<study>/ for its work to count as done.
@@ -32,43 +31,22 @@ NOTEBOOK_OUTPUTS: dict[str, tuple[str, ...]] = {
     "06_saliency_visualization": ("saliency_metrics.csv", "saliency_examples.png"),
 }
 
+# The kinds of unit each notebook computes: what --force recomputes for it.
+NOTEBOOK_UNITS: dict[str, tuple[str, ...]] = {
+    "02_primary_training": ("primary",),
+    "03_prior_extraction": ("priors",),
+    "04_guided_training": ("segdec", "distillation", "inference_cost"),
+    "05_ablation_na": ("segdec",),
+}
+
 
 class StudyError(RuntimeError):
     """A notebook of the study failed; the message names it and the failing cell's error."""
 
 
-@dataclass(frozen=True)
-class StudyPaths:
-    """Where a study writes: its results folder and the executed notebooks in it."""
-
-    results: Path
-
-    @classmethod
-    def of(cls, config: StudyConfig, results_root: str | Path = "results") -> StudyPaths:
-        root = Path(results_root)
-        root = root if root.is_absolute() else REPO_ROOT / root
-        return cls(root / config.study)
-
-    @property
-    def executed(self) -> Path:
-        return self.results / "executed"
-
-    def stamp(self, notebook: str) -> Path:
-        return self.executed / f"{notebook}.done.json"
-
-
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks, in order."""
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
-
-
-def is_complete(paths: StudyPaths, notebook: str, params_hash: str) -> bool:
-    stamp = paths.stamp(notebook)
-    if not stamp.is_file():
-        return False
-    if json.loads(stamp.read_text()).get("params_hash") != params_hash:
-        return False
-    return all((paths.results / out).exists() for out in NOTEBOOK_OUTPUTS.get(notebook, ()))
 
 
 def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int) -> None:
@@ -98,22 +76,22 @@ def run_study(
     force: bool = False, only: list[str] | None = None, timeout: int = 3600,
     notebook_dir: Path = NOTEBOOK_DIR,
 ) -> StudyPaths:
-    """Run every numbered notebook (or those in ``only``) for one params file."""
+    """Run every numbered notebook (or those in ``only``) for one params file; ``force``
+    recomputes the units those notebooks compute."""
     params_path = Path(params_path).resolve()
     config = load_params(params_path, profile)
-    params_hash = config.params_hash()
-    paths = StudyPaths.of(config, results_root)
+    paths = StudyPaths.of(config.study, results_root)
     chosen = [nb for nb in notebooks(notebook_dir)
               if not only or any(nb.stem.startswith(o) for o in only)]
-    print(f"study {config.study!r} (params {params_hash}, profile {config.profile}) "
+    print(f"study {config.study!r} (params {config.params_hash()}, profile {config.profile}) "
           f"→ {paths.results}", flush=True)
+    if force:
+        UnitStore(paths.units).mark_for_recompute(
+            tuple(kind for nb in chosen for kind in NOTEBOOK_UNITS.get(nb.stem, ())))
     parameters = {"params_path": str(params_path), "profile": config.profile,
                   "results_root": str(paths.results.parent)}
     for i, nb in enumerate(chosen, 1):
         prefix = f"[{i}/{len(chosen)}] {nb.stem}"
-        if not force and is_complete(paths, nb.stem, params_hash):
-            print(f"{prefix}: complete for params {params_hash}, skipped", flush=True)
-            continue
         print(f"{prefix}: running …", flush=True)
         start = time.perf_counter()
         run_notebook(nb, paths.executed / nb.name, parameters, timeout)
@@ -123,7 +101,6 @@ def run_study(
         if missing:
             raise StudyError(f"{nb.name} finished but did not write {missing} "
                              f"in {paths.results}")
-        write_json(paths.stamp(nb.stem), {"params_hash": params_hash, "seconds": seconds})
         print(f"{prefix}: done in {seconds:.0f} s", flush=True)
     return paths
 
@@ -136,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("params", help="params YAML, e.g. params/default.yaml")
     run.add_argument("--profile", help="scale profile to use instead of the file's")
     run.add_argument("--results", default="results", help="results root (default: results)")
-    run.add_argument("--force", action="store_true", help="rerun complete notebooks too")
+    run.add_argument("--force", action="store_true",
+                     help="recompute the units of the chosen notebooks")
     run.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 01 02")
     run.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)

@@ -30,23 +30,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from kgl_utils.data.base import SplitArrays
+from kgl_utils.device import resolve_device
 from kgl_utils.losses import (
     loss_weights,
     mixed_supervision_loss,
     segmentation_gamma,
     segmentation_targets,
 )
+from kgl_utils.paths import CHECKPOINT, LOSSES
+from kgl_utils.results import save_torch, write_csv
 
-CHECKPOINT = "checkpoint.pt"
-LOSSES_CSV = "losses.csv"
 CHECKPOINT_VERSION = 1
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -106,6 +100,11 @@ class TrainConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected {allowed}")
+
+    def result_settings(self) -> dict:
+        """The settings that shape the trained weights (not where or how verbosely it runs)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("device", "num_workers", "progress", "checkpoint_every")}
 
 
 @dataclass
@@ -290,9 +289,7 @@ def _check_inputs(model, data, segmented, masks, priors, extra_loss) -> None:
 def _fingerprint(config: TrainConfig, model: nn.Module, data: SplitArrays,
                  arrays: list[np.ndarray | None]) -> str:
     """Identifies a run, so a checkpoint is resumed only by the run that wrote it."""
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("device", "num_workers", "progress", "checkpoint_every")}
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    digest = hashlib.sha1(json.dumps(config.result_settings(), sort_keys=True).encode())
     digest.update(type(model).__name__.encode())
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}".encode())
@@ -302,16 +299,54 @@ def _fingerprint(config: TrainConfig, model: nn.Module, data: SplitArrays,
     return digest.hexdigest()
 
 
-def _save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+@dataclass
+class _RunState:
+    """Everything a resumed run needs to continue exactly as an uninterrupted one."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    sampler: NegativeSampler
+    rng: np.random.Generator
+    device: torch.device
+
+    def save(self, path: Path, fingerprint: str, epoch: int, history: list[dict],
+             config: TrainConfig) -> None:
+        cuda = self.device.type == "cuda"
+        save_torch({
+            "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": epoch,
+            "config": dataclasses.asdict(config), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "sampler": self.sampler.state_dict(), "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None, "history": history,
+        }, path)
+
+    def restore(self, path: Path, fingerprint: str) -> tuple[list[dict], int]:
+        """Load a checkpoint of this very run; returns (history, epochs done)."""
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"{path} was written by another run (different settings, "
+                             f"data or model); use another run_dir or delete it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["history"], state["epoch"]
 
 
-def _write_history(history: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+def _plan_epoch(positives: np.ndarray, negatives: np.ndarray, sampler: NegativeSampler,
+                rng: np.random.Generator, flips: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The epoch's rows (every positive and as many sampled negatives, shuffled) and each
+    row's (horizontal, vertical) flip."""
+    order = rng.permutation(np.concatenate([positives,
+                                            negatives[sampler.draw(len(positives), rng)]]))
+    planned = rng.random((len(order), 2)) < 0.5 if flips else np.zeros((len(order), 2), bool)
+    return order, planned
 
 
 def load_checkpoint(
@@ -426,33 +461,19 @@ def train(
                 torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0))
     positives = np.flatnonzero(data.labels == 1)
     negatives = np.flatnonzero(data.labels == 0)
-    sampler = NegativeSampler(len(negatives))
-    rng = np.random.default_rng(config.seed)
+    state = _RunState(model, optimizer, schedule, NegativeSampler(len(negatives)),
+                      np.random.default_rng(config.seed), device)
     torch.manual_seed(config.seed)
-    history: list[dict] = []
-    start = 0
-
     fingerprint = _fingerprint(config, model, data, [
         segmented, targets, weights, None if priors is None else priors[:, ::8, ::8]])
-    ckpt_path = losses_path = None
+    history: list[dict] = []
+    start = 0
+    ckpt_path = None
     if run_dir is not None:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_path, losses_path = run_dir / CHECKPOINT, run_dir / LOSSES_CSV
+        ckpt_path = run_dir / CHECKPOINT
         if ckpt_path.is_file():
-            state = torch.load(ckpt_path, map_location=device, weights_only=False)
-            if state.get("fingerprint") != fingerprint:
-                raise ValueError(f"{ckpt_path} was written by another run (different settings, "
-                                 f"data or model); use another run_dir or delete it")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            sampler.load_state_dict(state["sampler"])
-            rng.bit_generator.state = state["numpy_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            history, start = state["history"], state["epoch"]
+            history, start = state.restore(ckpt_path, fingerprint)
 
     epochs = tqdm(range(start, config.epochs), desc="training", initial=start,
                   total=config.epochs, disable=not config.progress)
@@ -460,10 +481,7 @@ def train(
         seg_weight, cls_weight = (loss_weights(epoch, config.epochs, config.delta,
                                                config.dynamic_balance)
                                   if has_seg else (0.0, config.delta))
-        order = rng.permutation(np.concatenate([
-            positives, negatives[sampler.draw(len(positives), rng)]]))
-        flips = (rng.random((len(order), 2)) < 0.5 if config.flips
-                 else np.zeros((len(order), 2), bool))
+        order, flips = _plan_epoch(positives, negatives, state.sampler, state.rng, config.flips)
         loader = DataLoader(
             _EpochDataset(data.images, data.labels, order, flips, gamma, targets, weights, priors),
             batch_size=config.batch_size, num_workers=config.num_workers,
@@ -490,19 +508,10 @@ def train(
         epochs.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['accuracy']:.3f}")
         done = epoch + 1
         if run_dir is not None:
-            _write_history(history, losses_path)
+            write_csv(run_dir / LOSSES, pd.DataFrame(history))
             if done == config.epochs or (config.checkpoint_every
                                          and done % config.checkpoint_every == 0):
-                _save_atomic({
-                    "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": done,
-                    "config": dataclasses.asdict(config), "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": (torch.cuda.get_rng_state_all() if device.type == "cuda"
-                                 else None),
-                    "history": history,
-                }, ckpt_path)
+                state.save(ckpt_path, fingerprint, done, history, config)
     return TrainResult(model, pd.DataFrame(history), ckpt_path, start)
 
 

@@ -8,8 +8,9 @@ import numpy as np
 
 from kgl_utils.plots import heatmap, overlay
 from kgl_utils.stages.context import StudyContext
-from kgl_utils.stages.priors import prior_maps
-from kgl_utils.stages.visualization import load_predictions, shown_models
+from kgl_utils.stages.visualization import shown_models
+from kgl_utils.units.cells import cell_segmentation
+from kgl_utils.units.priors import prior_maps
 
 
 def png(picture: np.ndarray, scale: int = 2) -> bytes:
@@ -27,10 +28,11 @@ class SaliencyComparison:
     """
 
     def __init__(self, ctx: StudyContext):
-        fold = ctx.folds[0]
+        seed, fold = ctx.config.seeds[0], ctx.folds[0]
         self.test = ctx.arrays("test", fold)
-        self.priors = {m: prior_maps(ctx, m, "test", fold) for m in ctx.config.prior.methods}
-        self.models = {name: load_predictions(ctx, cell).seg
+        self.priors = {m: prior_maps(ctx, m, "test", seed, fold)
+                       for m in ctx.config.prior.methods}
+        self.models = {name: cell_segmentation(ctx, cell)
                        for name, cell in shown_models(ctx).items()}
         labels = self.test.labels
         order = [*np.flatnonzero(labels == 1), *np.flatnonzero(labels == 0)]

@@ -1,15 +1,9 @@
 """Image metrics on hand-made scores whose values are worked out by hand below."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from kgl_utils.evaluation.image_metrics import (
-    aggregate_folds,
-    image_metrics,
-    predictions_frame,
-    write_predictions,
-)
+from kgl_utils.evaluation.image_metrics import image_metrics
 
 # Ranked by score: 0.9 (+), 0.8 (+), 0.4 (-), 0.35 (-), 0.3 (+), 0.1 (-).
 LABELS = [0, 0, 0, 1, 1, 1]
@@ -39,19 +33,6 @@ def test_perfect_separation():
     assert (m.fp, m.fn, m.fp_at_fn0) == (0, 0, 0)
 
 
-def test_aggregate_folds_averages_ap_and_sums_errors():
-    a = image_metrics(LABELS, SCORES)
-    b = image_metrics([0, 0, 1, 1], [0.1, 0.2, 0.7, 0.9])
-    agg = aggregate_folds([a, b])
-    assert agg["ap"] == pytest.approx((a.ap + 1.0) / 2)
-    assert agg["auroc"] == pytest.approx((7 / 9 + 1.0) / 2)
-    assert (agg["fp"], agg["fn"], agg["fp_at_fn0"]) == (0, 1, 2)
-    assert agg["accuracy"] == pytest.approx(1 - 1 / 10)
-    assert agg["n_folds"] == 2
-    with pytest.raises(ValueError, match="at least one fold"):
-        aggregate_folds([])
-
-
 @pytest.mark.parametrize(
     ("labels", "scores", "message"),
     [([1, 1], [0.2, 0.3], "only class 1"),
@@ -62,15 +43,3 @@ def test_aggregate_folds_averages_ap_and_sums_errors():
 def test_bad_input_is_named(labels, scores, message):
     with pytest.raises(ValueError, match=message):
         image_metrics(labels, scores)
-
-
-def test_predictions_round_trip(tmp_path):
-    frame = predictions_frame(["a", "b", "c"], [0, 1, 1], [0.1, 0.9, 0.6], method="kgl", seed=3)
-    path = write_predictions(frame, tmp_path / "sub" / "predictions.csv")
-    back = pd.read_csv(path)
-    assert back.columns.tolist() == ["id", "label", "score", "method", "seed"]
-    assert back["score"].tolist() == [0.1, 0.9, 0.6]
-    assert (back["method"] == "kgl").all()
-    assert not list(path.parent.glob(".*tmp"))
-    with pytest.raises(ValueError, match="differ in length"):
-        predictions_frame(["a"], [0, 1], [0.1, 0.2])

@@ -1,27 +1,34 @@
+"""The README's headline tables come from the committed tables, which come from one clean
+commit; the report names each row the one way and refuses mixed provenance."""
+
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from kgl_utils.report import headline, headline_markdown
+from kgl_utils.report import ProvenanceError, check_provenance, headline, headline_markdown, main
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("*/guided.csv"))
+COMMIT = "0123456789"
 
 
 def write_study(folder: Path) -> Path:
-    pd.DataFrame([{"method": "primary (image labels only)", "ap": 0.9, "auroc": 0.95}]).to_csv(
-        folder / "primary.csv", index=False)
-    base = {"seed": 0, "prior_as_input": False, "guidance": "pseudo_mask", "auroc": 0.5}
+    stamp = {"git_commit": COMMIT, "prior_as_input": False, "guidance": "none", "prior": "none"}
+    pd.DataFrame([stamp | {"method": "primary", "n_a": 0, "seed": 0, "ap": 0.9,
+                           "auroc": 0.95}]).to_csv(folder / "primary.csv", index=False)
+    base = {"seed": 0, "prior_as_input": False, "guidance": "pseudo_mask", "auroc": 0.5,
+            "git_commit": COMMIT}
     rows = [
-        {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.5},
+        {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.5, "guidance": "none"},
         {"method": "kgl", "prior": "fullgrad", "n_a": 12, "ap": 0.8},
         {"method": "kgl", "prior": "fullgrad", "n_a": 12, "ap": 0.7, "prior_as_input": True},
         {"method": "kgl", "prior": "layercam", "n_a": 5, "ap": 0.6},
         {"method": "kgl", "prior": "layercam", "n_a": 0, "ap": 0.55, "guidance": "consistency"},
         {"method": "kgl", "prior": "random", "n_a": 12, "ap": 0.3},
         {"method": "distillation", "prior": "none", "n_a": 0, "ap": 0.65, "guidance": "none"},
-        {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.1, "seed": 1},
+        {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.1, "seed": 1,
+         "guidance": "none"},
     ]
     pd.DataFrame([base | row for row in rows]).to_csv(folder / "guided.csv", index=False)
     return folder
@@ -41,6 +48,35 @@ def test_headline_names_each_system_of_the_first_seed(tmp_path):
     ]
     assert table["ap"].tolist() == [0.9, 0.5, 0.8, 0.7, 0.6, 0.55, 0.3, 0.65]
     assert "| baseline SegDecNet, 0 human masks | 0.500 | 0.500 |" in headline_markdown(tmp_path)
+
+
+@pytest.mark.parametrize("commits", [["0123456789", "abcdefabcd"], ["0123456789+dirty"]],
+                         ids=["two commits", "dirty tree"])
+def test_report_refuses_a_table_of_mixed_or_dirty_provenance(tmp_path, capsys, commits):
+    write_study(tmp_path)
+    guided = pd.read_csv(tmp_path / "guided.csv")
+    guided["git_commit"] = [commits[i % len(commits)] for i in range(len(guided))]
+    guided.to_csv(tmp_path / "guided.csv", index=False)
+    with pytest.raises(ProvenanceError) as err:
+        headline_markdown(tmp_path)
+    message = str(err.value)
+    assert "guided.csv" in message and all(c in message for c in commits)
+    assert f"primary.csv: {COMMIT}" in message
+    assert main([str(tmp_path)]) == 1 and "not come from one clean commit" in \
+        capsys.readouterr().err
+
+
+def test_report_refuses_tables_of_two_clean_commits(tmp_path):
+    write_study(tmp_path)
+    primary = pd.read_csv(tmp_path / "primary.csv").assign(git_commit="abcdefabcd")
+    primary.to_csv(tmp_path / "primary.csv", index=False)
+    with pytest.raises(ProvenanceError, match="primary.csv: abcdefabcd"):
+        check_provenance(tmp_path)
+
+
+@pytest.mark.parametrize("study", COMMITTED, ids=lambda p: p.name)
+def test_committed_tables_come_from_one_clean_commit(study):
+    assert check_provenance(study)
 
 
 @pytest.mark.parametrize("study", COMMITTED, ids=lambda p: p.name)

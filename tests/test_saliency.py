@@ -1,4 +1,4 @@
-"""Knowledge priors: extraction, storage, pseudo-masks, control priors, differentiable saliency."""
+"""Knowledge priors: extraction, pseudo-masks, control priors, differentiable saliency."""
 
 import re
 
@@ -9,7 +9,6 @@ import torch
 from pytorch_grad_cam import GradCAM
 from torch import nn
 
-from kgl_utils.data.base import SplitArrays
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
 from kgl_utils.models.classifiers import resnet18, vgg16
 from kgl_utils.models.segdec import SegDecNet
@@ -23,13 +22,11 @@ from kgl_utils.saliency.differentiable import (
 from kgl_utils.saliency.priors import (
     SALIENCY_METHODS,
     DefectLogitTarget,
-    cached_priors,
     default_target_layer,
     extract_priors,
     resolve_target_layer,
 )
 from kgl_utils.saliency.pseudo_masks import make_pseudo_masks, otsu_mask
-from kgl_utils.saliency.store import PriorManifest, PriorStore, PriorStoreError
 from kgl_utils.training import Batch, StepOutputs
 
 # --- tiny models and images ------------------------------------------------------------------
@@ -165,63 +162,6 @@ def test_unknown_method_and_missing_layer_stop_clearly(vgg):
         extract_priors(vgg, images(1), "layercam", layer="features.99")
     with pytest.raises(ValueError, match="no default target layer for a TinyCNN"):
         extract_priors(TinyCNN(), images(1), "gradcam")
-
-
-# --- store ------------------------------------------------------------------------------------
-
-
-def manifest(split="train", ids=("a", "b"), checkpoint="c0ffee", method="layercam"):
-    return PriorManifest(method, "body.3", checkpoint, "p1", split, ids)
-
-
-def test_store_reuses_and_invalidates_on_checkpoint_hash(tmp_path):
-    store = PriorStore(tmp_path)
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return np.full((2, 4, 4), 0.5 * len(calls), np.float32)
-
-    first = store.get_or_compute(manifest(), compute)
-    again = PriorStore(tmp_path).get_or_compute(manifest(), compute)
-    assert len(calls) == 1 and again.maps.dtype == np.float16
-    np.testing.assert_array_equal(first.maps, again.maps)
-    retrained = store.get_or_compute(manifest(checkpoint="beef"), compute)
-    assert len(calls) == 2 and retrained.maps.max() == 1.0
-    assert store.load("layercam", "train").manifest.checkpoint_sha256 == "beef"
-    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
-
-
-def test_stored_priors_refuse_another_split_or_id_list(tmp_path):
-    maps = np.stack([np.zeros((4, 4)), np.ones((4, 4))])
-    priors = PriorStore(tmp_path).save(manifest(), maps)
-    np.testing.assert_array_equal(priors.for_split("train", ["b", "a"]), maps[::-1])
-    with pytest.raises(PriorStoreError, match="computed for split 'train', not 'test'"):
-        priors.for_split("test", ["a", "b"])
-    with pytest.raises(PriorStoreError, match=r"lack 1 of the 2 requested image ids, e.g. \['z'\]"):
-        priors.for_split("train", ["a", "z"])
-    with pytest.raises(PriorStoreError, match="no stored priors for method 'fullgrad'"):
-        PriorStore(tmp_path).load("fullgrad", "train")
-
-
-def test_cached_priors_keys_on_the_checkpoint_file(tmp_path):
-    torch.manual_seed(0)
-    model = TinyCNN()
-    checkpoint = tmp_path / "primary.pt"
-    torch.save(model.state_dict(), checkpoint)
-    arrays = SplitArrays(["x", "y"], images(2, 16), np.zeros((2, 16, 16), np.uint8),
-                         np.array([1, 0]), np.array([False, False]))
-    store = PriorStore(tmp_path / "priors")
-    kwargs = dict(method="gradcam", checkpoint=checkpoint, params={"size": 16},
-                  layer="body.3", progress=False)
-    first = cached_priors(store, model, arrays, "train", **kwargs)
-    assert first.manifest.layer == "body.3" and first.manifest.ids == ("x", "y")
-    mtime = store.paths("gradcam", "train")[0].stat().st_mtime_ns
-    cached_priors(store, model, arrays, "train", **kwargs)
-    assert store.paths("gradcam", "train")[0].stat().st_mtime_ns == mtime
-    torch.save({"changed": torch.zeros(1)}, checkpoint)
-    second = cached_priors(store, model, arrays, "train", **kwargs)
-    assert second.manifest.checkpoint_sha256 != first.manifest.checkpoint_sha256
 
 
 # --- pseudo-masks -----------------------------------------------------------------------------

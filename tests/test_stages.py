@@ -1,5 +1,5 @@
-"""The study stages: the ablation grid resumes, the summary and paired tests are right, each
-guided cell trains what it claims, and a guided run on the synthetic set learns."""
+"""The study stages: the ablation grid, the summary and paired tests are right, each guided cell
+trains what it claims, and a guided run on the synthetic set learns."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -14,29 +14,25 @@ from conftest import synthetic_study
 from scipy import stats
 
 from kgl_utils.evaluation.significance import paired_against, paired_test
+from kgl_utils.paths import CHECKPOINT, LOSSES, MAPS, PREDICTIONS
+from kgl_utils.results import save_npz, write_csv
 from kgl_utils.saliency.differentiable import ConsistencyLoss
-from kgl_utils.saliency.store import PriorManifest, PriorStoreError
-from kgl_utils.stages import ablation, guided, primary
-from kgl_utils.stages.ablation import ablation_cells, bold_best, run_grid, summary_table
+from kgl_utils.stages.ablation import ablation_cells, bold_best, summary_table
 from kgl_utils.stages.context import StudyContext
-from kgl_utils.stages.guided import (
-    CELL_KEY,
+from kgl_utils.stages.guided import all_positives
+from kgl_utils.stages.priors import example_figure, prior_quality
+from kgl_utils.training import TrainResult, _segmentation_arrays
+from kgl_utils.units import cells
+from kgl_utils.units.cells import (
     Cell,
-    all_positives,
     build_segdec,
-    run_cell,
+    cell_row,
+    cell_unit,
     segdec_train_config,
     training_inputs,
 )
-from kgl_utils.stages.priors import (
-    example_figure,
-    extract_all,
-    prior_maps,
-    prior_quality,
-    prior_store,
-    pseudo_masks,
-)
-from kgl_utils.training import TrainResult, _segmentation_arrays
+from kgl_utils.units.primary import ensure_primary
+from kgl_utils.units.priors import prior_maps, prior_unit, pseudo_masks
 
 BASE = {
     **synthetic_study("stages", n_train=24, n_test=12, positive_fraction=0.5, epochs=1,
@@ -59,29 +55,6 @@ def open_study(folder: Path, **sections) -> StudyContext:
 GRID = {"seeds": [0, 1], "ablation": {"n_a": [0, 2], "priors": ["gradcam", "random"]}}
 
 
-class FakeRuns:
-    """Stands in for ``run_cell``: records the cells it is asked to train, gives each a known
-    AP, and on call ``kill_at`` stops the way a killed notebook does."""
-
-    def __init__(self, cells: list[Cell], kill_at: int | None = None):
-        self.ap = {cell: (i + 1) / 100 for i, cell in enumerate(cells)}
-        self.kill_at = kill_at
-        self.calls: list[Cell] = []
-
-    def __call__(self, ctx: StudyContext, cell: Cell) -> tuple[dict, None]:
-        self.calls.append(cell)
-        if len(self.calls) == self.kill_at:
-            raise KeyboardInterrupt
-        return ctx.row(**cell.key(), hybrid=cell.hybrid, ap=self.ap[cell]), None
-
-
-def cell_of(row: pd.Series) -> Cell:
-    """The cell a row of ablation.csv (as read back) belongs to."""
-    fold = None if pd.isna(row["fold"]) else int(row["fold"])
-    return Cell(row["method"], row["prior"], int(row["n_a"]), int(row["seed"]), fold,
-                bool(row["prior_as_input"]), row["guidance"])
-
-
 def test_grid_has_a_baseline_beside_every_prior_cell(tmp_path):
     cells = ablation_cells(open_study(tmp_path, **GRID))
     # seeds × N_a × (baseline + two priors), each cell once.
@@ -89,51 +62,10 @@ def test_grid_has_a_baseline_beside_every_prior_cell(tmp_path):
     assert {(c.method, c.prior) for c in cells} == {
         ("baseline", "none"), ("kgl", "gradcam"), ("kgl", "random")}
     for cell in cells:
-        assert Cell("baseline", "none", cell.n_a, cell.seed, cell.fold) in cells
+        assert Cell.baseline(cell.n_a, cell.seed, cell.fold) in cells
     with_input = ablation_cells(open_study(
         tmp_path, **GRID | {"ablation": GRID["ablation"] | {"prior_as_input": True}}))
     assert all(c.prior_as_input == (c.method == "kgl") for c in with_input)
-
-
-def test_interrupted_grid_trains_only_the_missing_cells(tmp_path, monkeypatch):
-    ctx = open_study(tmp_path, **GRID)
-    cells = ablation_cells(ctx)
-    killed = FakeRuns(cells, kill_at=5)
-    monkeypatch.setattr(ablation, "run_cell", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_grid(ctx)
-    assert len(pd.read_csv(ctx.results / "ablation.csv")) == 4  # the cells that finished
-
-    resumed = FakeRuns(cells)
-    monkeypatch.setattr(ablation, "run_cell", resumed)
-    frame = run_grid(ctx)
-    assert resumed.calls == cells[4:]
-    assert len(frame) == len(cells) and not frame.duplicated(CELL_KEY).any()
-    rows = {cell_of(row): row["ap"] for _, row in frame.iterrows()}
-    assert rows == resumed.ap  # every cell once, each with the AP of its own run
-    assert (frame["params_hash"] == ctx.params_hash).all()
-
-    finished = FakeRuns(cells)
-    monkeypatch.setattr(ablation, "run_cell", finished)
-    again = run_grid(ctx)
-    assert finished.calls == []
-    pd.testing.assert_frame_equal(again, frame)
-
-
-def test_grid_of_other_params_is_not_reused(tmp_path, monkeypatch):
-    old = open_study(tmp_path, **GRID)
-    cells = ablation_cells(old)
-    monkeypatch.setattr(ablation, "run_cell", FakeRuns(cells))
-    run_grid(old)
-    new = open_study(tmp_path, **GRID, segdec={"lr": 0.02})
-    assert new.results == old.results and new.params_hash != old.params_hash
-    rerun = FakeRuns(cells)
-    monkeypatch.setattr(ablation, "run_cell", rerun)
-    frame = run_grid(new)
-    assert rerun.calls == cells
-    on_disk = pd.read_csv(new.results / "ablation.csv")
-    assert len(frame) == len(on_disk) == len(cells)
-    assert set(on_disk["params_hash"]) == {new.params_hash}
 
 
 # --- summary table and paired tests ---------------------------------------------------------
@@ -155,7 +87,7 @@ def results_frame() -> pd.DataFrame:
     rows = [{"method": method, "prior": prior, "n_a": n_a, "seed": seed, "fold": np.nan,
              "ap": value, "auroc": 1 - value / 2}
             for method, prior, n_a, aps in runs for seed, value in enumerate(aps)]
-    rows += [{"method": primary.METHOD, "prior": "none", "n_a": 0, "seed": 0, "fold": np.nan,
+    rows += [{"method": "primary", "prior": "none", "n_a": 0, "seed": 0, "fold": np.nan,
               "ap": 0.55, "auroc": 0.7},
              {"method": "kgl", "prior": "layercam", "n_a": 5, "seed": 0, "fold": np.nan,
               "ap": 0.7, "auroc": 0.6}]
@@ -186,7 +118,7 @@ def test_summary_table_means_stds_and_p_values():
     assert summary.loc[("kgl", "gradcam", 5), "p_value"] == pytest.approx(1 / 32)
     # One pair cannot be tested; baseline and primary are not tested against themselves.
     assert summary.loc[("kgl", "layercam", 5), "ap"] == "0.700"
-    for key in (("kgl", "layercam", 5), ("baseline", "none", 0), (primary.METHOD, "none", 0)):
+    for key in (("kgl", "layercam", 5), ("baseline", "none", 0), ("primary", "none", 0)):
         assert np.isnan(summary.loc[key, "p_value"]), key
 
     ttest = summary_table(frame, test="ttest").set_index(["method", "prior", "n_a"])
@@ -275,9 +207,18 @@ def study(tmp_path_factory) -> StudyContext:
     for split in ("train", "test"):
         arrays = ctx.arrays(split)
         maps = 0.2 * rng.random(arrays.masks.shape) + 0.8 * np.roll(arrays.masks, SHIFT, 2)
-        manifest = PriorManifest("gradcam", None, "0" * 64, "hand-made", split, arrays.ids)
-        prior_store(ctx, None).save(manifest, maps)
+        store_priors(ctx, "gradcam", split, maps)
     return ctx
+
+
+def store_priors(ctx: StudyContext, method: str, split: str, maps: np.ndarray) -> None:
+    """Hand-made maps as the done prior unit of seed 0 (no primary is trained)."""
+    ids = np.array(ctx.arrays(split).ids)
+
+    def compute(folder: Path) -> dict:
+        save_npz(folder / MAPS, ids=ids, maps=maps.astype(np.float16))
+        return {MAPS: "hand-made maps"}
+    ctx.units.ensure(prior_unit(ctx, method, split, 0, None), compute)
 
 
 def chosen(ctx: StudyContext, n_a: int, with_mask: bool) -> np.ndarray:
@@ -288,7 +229,7 @@ def test_study_fixture_has_known_pseudo_masks(study):
     train = study.arrays("train")
     positive = train.labels == 1
     assert positive.sum() == 12 and train.is_segmented[positive].all()
-    pseudo = pseudo_masks(study, prior_maps(study, "gradcam", "train"))
+    pseudo = pseudo_masks(study, prior_maps(study, "gradcam", "train", 0))
     np.testing.assert_array_equal(pseudo[positive], np.roll(train.masks, SHIFT, 2)[positive])
     assert not np.array_equal(pseudo[positive], train.masks[positive])
 
@@ -299,11 +240,11 @@ def test_prior_as_input_adds_exactly_one_channel_and_passes_the_priors(study):
     plain, with_prior = build_segdec(study, plain_cell), build_segdec(study, input_cell)
     assert (plain.extra_input_channels, with_prior.extra_input_channels) == (0, 1)
     assert with_prior.feature_channels == plain.feature_channels + 1
-    assert build_segdec(study, Cell("baseline", "none", 3, 0)).feature_channels \
+    assert build_segdec(study, Cell.baseline(3, 0)).feature_channels \
         == plain.feature_channels
     assert training_inputs(study, plain_cell)["priors"] is None
     np.testing.assert_array_equal(training_inputs(study, input_cell)["priors"],
-                                  prior_maps(study, "gradcam", "train"))
+                                  prior_maps(study, "gradcam", "train", 0))
 
 
 def test_kgl_cell_gives_pseudo_masks_to_n_a_positives(study):
@@ -320,7 +261,7 @@ def test_kgl_cell_gives_pseudo_masks_to_n_a_positives(study):
 
 def test_baseline_cell_keeps_n_a_human_masks(study):
     positive = study.arrays("train").labels == 1
-    inputs = training_inputs(study, Cell("baseline", "none", 3, 0))
+    inputs = training_inputs(study, Cell.baseline(3, 0))
     assert set(inputs) == {"segmented"}  # human masks, no priors
     np.testing.assert_array_equal(inputs["segmented"], ~positive | chosen(study, 3, True))
 
@@ -330,7 +271,7 @@ def test_consistency_cell_passes_its_loss_and_the_priors(study):
     inputs = training_inputs(study, Cell("kgl", "gradcam", 3, 0, guidance="consistency"))
     loss = inputs["extra_loss"]
     assert isinstance(loss, ConsistencyLoss) and (loss.distance, loss.weight) == ("l1", 0.5)
-    np.testing.assert_array_equal(inputs["priors"], prior_maps(study, "gradcam", "train"))
+    np.testing.assert_array_equal(inputs["priors"], prior_maps(study, "gradcam", "train", 0))
     # The prior pulls the network's saliency; the segmentation targets stay the N_a human masks.
     assert "masks" not in inputs
     np.testing.assert_array_equal(inputs["segmented"], ~positive | chosen(study, 3, True))
@@ -343,7 +284,7 @@ def test_consistency_cell_fades_with_lambda_and_clips_its_gradient(study):
     assert loss.weight_at(epochs - 1) == pytest.approx(loss.weight / epochs)
     assert segdec_train_config(study, cell).max_grad_norm == \
         study.config.guided.consistency_max_grad_norm
-    for other in (Cell("kgl", "gradcam", 3, 0), Cell("baseline", "none", 3, 0)):
+    for other in (Cell("kgl", "gradcam", 3, 0), Cell.baseline(3, 0)):
         assert segdec_train_config(study, other).max_grad_norm is None  # the authors' loop
 
 
@@ -360,12 +301,12 @@ def test_hybrid_cell_keeps_human_masks_for_the_chosen_positives(study):
 
 
 def test_kgl_without_guidance_is_the_baselines_training_twin(study, monkeypatch):
-    baseline, kgl = Cell("baseline", "none", 0, 0), Cell("kgl", "gradcam", 0, 0)
+    baseline, kgl = Cell.baseline(0, 0), Cell("kgl", "gradcam", 0, 0)
     assert kgl.training_twin() == baseline
     for own in (Cell("kgl", "gradcam", 0, 0, prior_as_input=True),
                 Cell("kgl", "gradcam", 0, 0, guidance="consistency"),
                 Cell("kgl", "gradcam", 0, 0, hybrid=True), Cell("kgl", "gradcam", 3, 0),
-                Cell("baseline", "none", 3, 0)):
+                Cell.baseline(3, 0)):
         assert own.training_twin() == own, own
     # The twin is exact: its own inputs would give the baseline's γ, targets and weights.
     train, config = study.arrays("train"), segdec_train_config(study, kgl)
@@ -378,27 +319,29 @@ def test_kgl_without_guidance_is_the_baselines_training_twin(study, monkeypatch)
 
     def fake_train(model, data, config, *, run_dir, **inputs):
         runs.append((Path(run_dir), model, inputs))
+        (Path(run_dir) / CHECKPOINT).touch()
+        write_csv(Path(run_dir) / LOSSES, pd.DataFrame({"loss": [1.0]}))
         return TrainResult(model, pd.DataFrame({"seconds": [0.5]}), None, 0)
 
-    monkeypatch.setattr(guided, "train", fake_train)
+    monkeypatch.setattr(cells, "train", fake_train)
     with_input = Cell("kgl", "gradcam", 0, 0, prior_as_input=True)
-    rows = [run_cell(study, cell)[0] for cell in (baseline, kgl, with_input)]
-    assert runs[0][0] == runs[1][0] != runs[2][0]  # one run for the twins
-    assert set(runs[1][2]) == {"segmented"}
+    assert cell_unit(study, kgl).key == cell_unit(study, baseline).key
+    rows = [cell_row(study, cell) for cell in (baseline, kgl, with_input)]
+    assert len(runs) == 2 and runs[0][0] != runs[1][0]  # one run for the twins
+    assert set(runs[0][2]) == {"segmented"}
     assert rows[1]["method"] == "kgl" and rows[1]["prior"] == "gradcam"
-    assert rows[1]["train_seconds"] == 0.5
-    # Each cell keeps its own test predictions; the prior-input one was given the test priors.
-    assert runs[2][1].extra_input_channels == 1 and runs[2][2]["priors"] is not None
-    for cell in (baseline, kgl, with_input):
-        with np.load(study.results / "predictions" / f"{cell.name}.npz") as saved:
-            assert list(saved["ids"]) == study.arrays("test").ids
+    assert rows[1]["ap"] == rows[0]["ap"] and rows[0]["guidance"] == "none"
+    # The prior-input run was given the train priors and keeps its own test predictions.
+    assert runs[1][1].extra_input_channels == 1 and runs[1][2]["priors"] is not None
+    with np.load(runs[1][0] / PREDICTIONS) as saved:
+        assert list(saved["ids"]) == study.arrays("test").ids
 
 
 def test_shuffled_control_moves_maps_among_positives_only(study):
     train = study.arrays("train")
     positive = np.flatnonzero(train.labels == 1)
-    base = prior_maps(study, "gradcam", "train")
-    shuffled = prior_maps(study, "shuffled", "train", seed=1)
+    base = prior_maps(study, "gradcam", "train", 0)
+    shuffled = prior_maps(study, "shuffled", "train", 0)
     negative = train.labels == 0
     np.testing.assert_array_equal(shuffled[negative], base[negative])
     flat = {base[i].tobytes(): i for i in positive}
@@ -406,14 +349,9 @@ def test_shuffled_control_moves_maps_among_positives_only(study):
     assert sorted(source) == list(positive) and all(s != i for s, i in zip(source, positive))
 
 
-def test_priors_not_extracted_or_unknown_stop_clearly(study):
-    with pytest.raises(PriorStoreError,
-                       match="no stored priors for method 'layercam', split 'train'"):
-        prior_maps(study, "layercam", "train")
-    with pytest.raises(PriorStoreError, match="'layercam'"):
-        training_inputs(study, Cell("kgl", "layercam", 3, 0))
+def test_unknown_prior_stops_clearly(study):
     with pytest.raises(ValueError, match="control prior 'bogus' is unknown; allowed: random"):
-        prior_maps(study, "bogus", "train")
+        prior_maps(study, "bogus", "train", 0)
 
 
 def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypatch):
@@ -462,9 +400,8 @@ def test_guided_run_on_the_synthetic_set_reaches_ap_0_9(tmp_path, one_thread):
         primary={"model": "vgg16", "batch_norm": True, "lr": 0.003},
         segdec={"lr": 0.1},
     )
-    primary.train_primary(ctx)
-    extract_all(ctx)
+    ensure_primary(ctx, 0, None)
     n_all = all_positives(ctx, None, with_mask=False)
-    row, _ = run_cell(ctx, Cell("kgl", "gradcam", n_all, 0))
+    row = cell_row(ctx, Cell("kgl", "gradcam", n_all, 0))
     assert row["n_a"] == n_all == 38
     assert row["ap"] >= 0.9

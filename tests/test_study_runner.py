@@ -1,4 +1,4 @@
-"""The papermill runner: order, injected parameters, skip on rerun, --force, clear failures."""
+"""The papermill runner: order, injected parameters, --force, clear failures."""
 
 from pathlib import Path
 
@@ -43,19 +43,29 @@ def study(tmp_path):
     return path, notebooks, tmp_path / "results"
 
 
-def test_runs_in_order_then_skips_then_forces(study):
+def test_runs_in_order_every_time_and_force_marks_the_notebooks_units(study):
     params, notebooks, results = study
     paths = run_study(params, results_root=results, notebook_dir=notebooks, timeout=120)
     calls = results / "tiny" / "calls.txt"
-    assert calls.read_text().split("\n")[:2] == ["first cpu", "second cpu"]
+    assert calls.read_text().splitlines() == ["first cpu", "second cpu"]
     assert (paths.executed / "01_first.ipynb").is_file()
+    # A rerun executes every notebook again: their work lives in units, reused there.
     run_study(params, results_root=results, notebook_dir=notebooks, timeout=120)
-    assert len(calls.read_text().splitlines()) == 2  # complete for the same hash: skipped
-    run_study(params, results_root=results, notebook_dir=notebooks, only=["02"], force=True,
-              timeout=120)
-    assert calls.read_text().splitlines()[-1] == "second cpu"
+    assert len(calls.read_text().splitlines()) == 4
+    assert not paths.units.exists()  # nothing forced, nothing marked
     run_study(params, profile="gpu", results_root=results, notebook_dir=notebooks, timeout=120)
-    assert calls.read_text().splitlines()[-2:] == ["first gpu", "second gpu"]  # new hash
+    assert calls.read_text().splitlines()[-2:] == ["first gpu", "second gpu"]
+
+
+def test_force_marks_only_the_chosen_notebooks_unit_kinds(study, monkeypatch):
+    params, notebooks, results = study
+    for name in ("02_primary_training", "04_guided_training"):
+        notebook(notebooks / f"{name}.ipynb", "pass")
+    monkeypatch.setattr("kgl_utils.study.NOTEBOOK_OUTPUTS", {})
+    paths = run_study(params, results_root=results, notebook_dir=notebooks, only=["04"],
+                      force=True, timeout=120)
+    marked = sorted(p.parent.name for p in paths.units.glob("*/.recompute_before.json"))
+    assert marked == ["distillation", "inference_cost", "segdec"]
 
 
 def test_failing_notebook_names_itself_and_the_error(study):

@@ -8,13 +8,13 @@ from sklearn.metrics import average_precision_score
 
 from kgl_utils.data.base import SplitArrays
 from kgl_utils.data.synthetic import load_synthetic
+from kgl_utils.device import resolve_device
 from kgl_utils.models.registry import build_model
 from kgl_utils.training import (
     NegativeSampler,
     TrainConfig,
     load_checkpoint,
     predict,
-    resolve_device,
     train,
 )
 

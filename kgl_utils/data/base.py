@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from kgl_utils.results import save_npz
+
 TABLE_COLUMNS = ["id", "split", "label", "image_path", "mask_path", "is_segmented"]
 """Required columns. Optional: ``declared_label`` (the label the dataset's folders or metadata
 state, where it can disagree with the mask) and ``group`` (e.g. the KSDD kos folder)."""
@@ -197,9 +199,6 @@ class DefectDataset:
             is_segmented=rows["is_segmented"].to_numpy(dtype=bool),
         )
         if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npz")
-            np.savez(tmp, ids=np.array(arrays.ids), images=arrays.images, masks=arrays.masks,
-                     labels=arrays.labels, is_segmented=arrays.is_segmented)
-            os.replace(tmp, cache_file)
+            save_npz(cache_file, ids=np.array(arrays.ids), images=arrays.images,
+                     masks=arrays.masks, labels=arrays.labels, is_segmented=arrays.is_segmented)
         return arrays

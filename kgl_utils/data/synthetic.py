@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kgl_utils.data.base import DataError, DefectDataset
+from kgl_utils.results import save_image, write_json
 
 GENERATOR_VERSION = 1
 TEXTURES = ("grain", "stripes", "gradient", "cloudy")
@@ -186,13 +187,6 @@ def render(row: pd.Series | dict, size: tuple[int, int]) -> tuple[np.ndarray, np
     return image, mask
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    if not cv2.imwrite(str(tmp), array):
-        raise DataError(f"{tmp}: could not write image")
-    os.replace(tmp, path)
-
-
 def _table(plan: pd.DataFrame, root: Path) -> pd.DataFrame:
     table = plan.drop(columns="seed").copy()
     table["image_path"] = [str(root / s / f"{i}.png") for s, i in zip(plan.split, plan.id)]
@@ -224,12 +218,10 @@ def generate_synthetic(root: str | os.PathLike, params: SyntheticParams,
         (root / split).mkdir(parents=True, exist_ok=True)
     for _, row in tqdm(plan.iterrows(), total=len(plan), desc="synthetic", disable=not progress):
         image, mask = render(row, params.size)
-        _write_png(root / row["split"] / f"{row['id']}.png", image)
+        save_image(root / row["split"] / f"{row['id']}.png", image)
         if mask is not None:
-            _write_png(root / row["split"] / f"{row['id']}_label.png", mask * 255)
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(wanted, indent=2))
-    os.replace(tmp, manifest)
+            save_image(root / row["split"] / f"{row['id']}_label.png", mask * 255)
+    write_json(manifest, wanted)
     return _table(plan, root)
 
 

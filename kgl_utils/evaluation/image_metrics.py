@@ -8,13 +8,10 @@ counts false positives and false negatives; FP at FN = 0 is the cost of missing 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
@@ -74,50 +71,3 @@ def image_metrics(labels: Sequence[int] | np.ndarray,
         fp=fp, fn=fn, fp_at_fn0=fp_at_fn0,
         n_pos=int(positive.sum()), n_neg=int((~positive).sum()),
     )
-
-
-def aggregate_folds(folds: Sequence[ImageMetrics]) -> dict[str, float | int]:
-    """Cross-validation summary as the KolektorSDD papers report it.
-
-    AP, AUROC and F1 are averaged over folds; FP, FN and FP at FN = 0 are summed, and accuracy is
-    recomputed over all test images. Per-fold thresholds do not combine and are left out.
-    """
-    if not folds:
-        raise ValueError("aggregate_folds needs at least one fold")
-    n_pos = sum(f.n_pos for f in folds)
-    n_neg = sum(f.n_neg for f in folds)
-    fp, fn = sum(f.fp for f in folds), sum(f.fn for f in folds)
-    return {
-        "ap": float(np.mean([f.ap for f in folds])),
-        "auroc": float(np.mean([f.auroc for f in folds])),
-        "f1": float(np.mean([f.f1 for f in folds])),
-        "accuracy": 1.0 - (fp + fn) / (n_pos + n_neg),
-        "fp": fp, "fn": fn, "fp_at_fn0": sum(f.fp_at_fn0 for f in folds),
-        "n_pos": n_pos, "n_neg": n_neg, "n_folds": len(folds),
-    }
-
-
-def predictions_frame(
-    ids: Sequence[str], labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
-    **columns: object,
-) -> pd.DataFrame:
-    """Per-image predictions (id, label, score) plus constant or per-image ``columns``
-    (e.g. ``method="kgl"``, ``seed=0``), ready to concatenate across runs."""
-    if not len(ids) == len(labels) == len(scores):
-        raise ValueError(f"ids, labels and scores differ in length: "
-                         f"{len(ids)}, {len(labels)}, {len(scores)}")
-    frame = pd.DataFrame({"id": list(ids), "label": np.asarray(labels).astype(np.int64),
-                          "score": np.asarray(scores, dtype=np.float64)})
-    for name, value in columns.items():
-        frame[name] = value
-    return frame
-
-
-def write_predictions(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a predictions table to CSV atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path

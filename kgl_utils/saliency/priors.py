@@ -9,8 +9,6 @@ and normalisation to float16 maps in [0, 1] at input resolution.
 from __future__ import annotations
 
 import difflib
-import os
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -31,15 +29,7 @@ from torch import nn
 from torchvision.models import ResNet
 from tqdm.auto import tqdm
 
-from kgl_utils.data.base import SplitArrays
-from kgl_utils.saliency.store import (
-    PriorManifest,
-    PriorMaps,
-    PriorStore,
-    file_sha256,
-    hash_params,
-)
-from kgl_utils.training import resolve_device
+from kgl_utils.device import resolve_device
 
 SALIENCY_METHODS: dict[str, type[BaseCAM]] = {
     "fullgrad": FullGrad,
@@ -186,34 +176,3 @@ def extract_priors(
     height, width = images.shape[1:3]
     result = np.concatenate(maps) if maps else np.zeros((0, height, width), np.float32)
     return normalise_maps(result.astype(np.float32)).astype(np.float16)
-
-
-def cached_priors(
-    store: PriorStore,
-    model: nn.Module,
-    arrays: SplitArrays,
-    split: str,
-    method: str,
-    checkpoint: str | os.PathLike,
-    params: Mapping | str,
-    layer: str | None = None,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> PriorMaps:
-    """Priors of ``split`` from the store, computed only when the inputs changed.
-
-    ``checkpoint`` is the primary network's file: its SHA-256 keys the stored maps, so a
-    retrained primary invalidates them. ``params`` is the parameters' hash (or a mapping to hash)
-    of everything else that shapes the maps, e.g. the input size.
-    """
-    manifest = PriorManifest(
-        method=method,
-        layer=resolve_target_layer(model, method, layer),
-        checkpoint_sha256=file_sha256(checkpoint),
-        params_hash=params if isinstance(params, str) else hash_params(params),
-        split=split,
-        ids=tuple(arrays.ids),
-    )
-    return store.get_or_compute(manifest, lambda: extract_priors(
-        model, arrays.images, method, layer, batch_size, device, progress))

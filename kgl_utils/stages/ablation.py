@@ -1,7 +1,7 @@
 """Notebook 05: the ablation over N_a — priors × N_a × seeds (× folds), baseline beside each.
 
-Every grid cell is one run whose row is added to ``ablation.csv`` atomically when it ends, so an
-interrupted study, run again, trains only the missing cells.
+Every grid cell is a unit computed once; ``ablation.csv`` is assembled from the cells the params
+ask for, so an interrupted study, run again, trains only the missing cells.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from kgl_utils.evaluation.significance import paired_against
+from kgl_utils.labels import system_name
 from kgl_utils.published import published_ap
-from kgl_utils.results import ResultTable, save_figure, summarize, to_markdown, write_text
+from kgl_utils.results import save_figure, summarize, to_markdown, write_csv, write_text
 from kgl_utils.stages.context import StudyContext
-from kgl_utils.stages.guided import CELL_KEY, Cell, add_missing, run_cell
-from kgl_utils.stages.primary import METHOD as PRIMARY
+from kgl_utils.units.cells import Cell, cell_row
 
 METRICS = ["ap", "auroc", "f1", "accuracy", "fp", "fn"]
 GROUP = ["method", "prior", "n_a"]
@@ -29,22 +29,22 @@ def ablation_cells(ctx: StudyContext) -> list[Cell]:
         for seed in config.seeds:
             for n_a in config.ablation.n_a:
                 if config.ablation.baseline:
-                    cells.append(Cell("baseline", "none", n_a, seed, fold))
+                    cells.append(Cell.baseline(n_a, seed, fold))
                 cells += [Cell("kgl", prior, n_a, seed, fold, config.ablation.prior_as_input)
                           for prior in config.ablation_priors]
     return cells
 
 
 def run_grid(ctx: StudyContext) -> pd.DataFrame:
-    """Train every missing cell; returns the whole long-form table."""
-    table = ResultTable(ctx.results / "ablation.csv", CELL_KEY, ctx.params_hash)
-    add_missing(table, ablation_cells(ctx), lambda cell: run_cell(ctx, cell)[0])
-    return table.read()
+    """Every cell of the grid (training the missing ones): ablation.csv, the long-form table."""
+    table = pd.DataFrame([cell_row(ctx, cell) for cell in ablation_cells(ctx)])
+    write_csv(ctx.paths.table("ablation.csv"), table)
+    return table
 
 
 def with_primary(ctx: StudyContext, frame: pd.DataFrame) -> pd.DataFrame:
     """The image-labels-only primary classifier of notebook 02 as a row of the table."""
-    primary = pd.read_csv(ctx.results / "primary.csv")
+    primary = pd.read_csv(ctx.paths.table("primary.csv"))
     return pd.concat([frame, primary], ignore_index=True)
 
 
@@ -94,13 +94,14 @@ def published_comparison(ctx: StudyContext, summary: pd.DataFrame) -> pd.DataFra
 
 def ap_figure(frame: pd.DataFrame, published: pd.DataFrame) -> Figure:
     """AP against N_a per method and prior (mean with its spread), published points beside."""
-    data = frame[frame["method"] != PRIMARY].assign(
-        system=lambda f: f["method"] + " · " + f["prior"])
+    data = frame[frame["method"] != "primary"]
+    data = data.assign(system=[system_name(row, counts=False) for _, row in data.iterrows()])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     sns.lineplot(data, x="n_a", y="ap", hue="system", marker="o", errorbar="sd", ax=ax)
-    primary = frame[frame["method"] == PRIMARY]
+    primary = frame[frame["method"] == "primary"]
     if not primary.empty:
-        ax.axhline(primary["ap"].mean(), color="grey", linestyle=":", label=PRIMARY)
+        ax.axhline(primary["ap"].mean(), color="grey", linestyle=":",
+                   label=system_name({"method": "primary"}))
     for (method, prior), rows in published.groupby(["method", "prior"]):
         ax.plot(rows["n_a"], rows["published_ap"] / 100, linestyle="--", marker="x",
                 label=f"published {method} · {prior}")
@@ -117,7 +118,7 @@ def run_ablation(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     text = to_markdown(bold_best(summary), f"Ablation over N_a — {ctx.config.study}")
     if not published.empty:
         text += "\n" + to_markdown(published, "Against the published numbers (AP %)")
-    write_text(ctx.results / "ablation.md", text)
+    write_text(ctx.paths.table("ablation.md"), text)
     figure = ap_figure(frame, published)
-    save_figure(figure, ctx.results / "ablation_ap.png")
+    save_figure(figure, ctx.paths.table("ablation_ap.png"))
     return summary, figure

@@ -1,4 +1,4 @@
-"""The study context every notebook opens: typed params, its results folder, data and device.
+"""The study context every notebook opens: typed params, its folders, data, device and units.
 
 Data is loaded once per fold and decoded arrays are cached under ``results/<study>/cache`` so the
 six notebooks of a study do not decode the same images six times.
@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,9 +18,9 @@ from kgl_utils.config import StudyConfig, load_params
 from kgl_utils.data import load_dataset
 from kgl_utils.data.base import DefectDataset, SplitArrays
 from kgl_utils.data.splits import choose_masked
-from kgl_utils.results import run_metadata
-from kgl_utils.study import REPO_ROOT
-from kgl_utils.training import resolve_device
+from kgl_utils.device import resolve_device
+from kgl_utils.paths import StudyPaths, in_repo
+from kgl_utils.units.store import DoneUnit, UnitStore
 
 
 @dataclass
@@ -27,7 +28,7 @@ class StudyContext:
     """One study's params plus lazily loaded datasets (one per KSDD fold, else one)."""
 
     config: StudyConfig
-    results: Path
+    paths: StudyPaths
     _datasets: dict[int | None, DefectDataset] = field(default_factory=dict, repr=False)
     _arrays: dict[tuple, SplitArrays] = field(default_factory=dict, repr=False)
 
@@ -36,13 +37,19 @@ class StudyContext:
              results_root: str | os.PathLike = "results") -> StudyContext:
         params_path = Path(params_path)
         if not params_path.is_absolute() and not params_path.exists():
-            params_path = REPO_ROOT / params_path  # opened from notebooks/ in JupyterLab
+            params_path = in_repo(params_path)  # opened from notebooks/ in JupyterLab
         config = load_params(params_path, profile)
-        root = Path(results_root)
-        root = root if root.is_absolute() else REPO_ROOT / root
-        results = root / config.study
-        results.mkdir(parents=True, exist_ok=True)
-        return cls(config, results)
+        paths = StudyPaths.of(config.study, results_root)
+        paths.results.mkdir(parents=True, exist_ok=True)
+        return cls(config, paths)
+
+    @property
+    def results(self) -> Path:
+        return self.paths.results
+
+    @cached_property
+    def units(self) -> UnitStore:
+        return UnitStore(self.paths.units)
 
     @cached_property
     def device(self) -> torch.device:
@@ -57,29 +64,33 @@ class StudyContext:
         """The data units of the study: KSDD folds, or a single unit."""
         return list(self.config.data.folds) if self.config.data.folds else [None]
 
-    def row(self, **fields: object) -> dict:
-        """A result row: the given fields plus dataset, params hash and git commit."""
-        return {"dataset": self.config.data.dataset, **fields, **run_metadata(self.params_hash)}
+    def data_spec(self, fold: int | None) -> dict[str, Any]:
+        """Everything that defines one fold's data as the networks see it (part of every unit
+        key): the dataset, its root as the params file gives it, the split and the input size."""
+        data = self.config.data
+        return {"dataset": data.dataset, "root": data.root, "channels": data.channels,
+                "split_file": data.split_file, "split_seed": data.split_seed,
+                "options": data.options, "fold": fold,
+                "input_size": list(self.config.scale.input_size)}
 
-    def run_dir(self, *parts: object) -> Path:
-        """A folder for one run's checkpoints and logs (ignored by git), per params hash so a
-        changed study never resumes a run of other settings."""
-        path = self.results.joinpath("runs", self.params_hash, *(str(p) for p in parts))
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def row(self, unit: DoneUnit, metrics: dict[str, Any] | None = None,
+            **fields: Any) -> dict[str, Any]:
+        """A table row: the dataset, the given key fields, the metrics (by default the unit's
+        own), the provenance of the unit they come from, and the params hash of the study."""
+        metrics = unit.metrics() if metrics is None else metrics
+        return {"dataset": self.config.data.dataset, **fields, **metrics, **unit.provenance(),
+                "params_hash": self.params_hash}
 
     def dataset(self, fold: int | None = None) -> DefectDataset:
         if fold not in self._datasets:
             data = self.config.data
-            root = data.root
-            if root is not None and not Path(root).is_absolute():
-                root = str(REPO_ROOT / root)
+            root = None if data.root is None else str(in_repo(data.root))
             options = dict(data.options)
             if fold is not None:
                 options["fold"] = fold
             self._datasets[fold] = load_dataset(
                 data.dataset, root, channels=data.channels, split_file=data.split_file,
-                seed=self.config.seeds[0], **options)
+                seed=data.split_seed, **options)
         return self._datasets[fold]
 
     def arrays(self, split: str, fold: int | None = None) -> SplitArrays:
@@ -87,7 +98,7 @@ class StudyContext:
         key = (split, fold)
         if key not in self._arrays:
             self._arrays[key] = self.dataset(fold).load_split(
-                split, self.config.scale.input_size, cache_dir=self.results / "cache")
+                split, self.config.scale.input_size, cache_dir=self.paths.cache)
         return self._arrays[key]
 
     def masked(self, n_a: int, seed: int, fold: int | None = None,

@@ -1,0 +1,172 @@
+"""The SegDecNet cell: one training run of the study's comparisons and of the N_a ablation.
+
+A ``Cell`` names a result (method, prior, N_a, guidance, seed, fold); its unit is the run that
+produces it. Cells that train exactly the same network share one unit (see ``training_twin``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from kgl_utils.evaluation.image_metrics import image_metrics
+from kgl_utils.models.segdec import SegDecNet
+from kgl_utils.paths import CHECKPOINT, LOSSES, PREDICTIONS, ROW
+from kgl_utils.results import save_npz, write_json
+from kgl_utils.saliency.differentiable import ConsistencyLoss
+from kgl_utils.stages.context import StudyContext
+from kgl_utils.training import TrainConfig, predict, train
+from kgl_utils.units.priors import prior_inputs, prior_maps, pseudo_masks
+from kgl_utils.units.store import DoneUnit, Unit
+
+CELL_KEY = ["method", "prior", "n_a", "prior_as_input", "guidance", "seed", "fold"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One SegDecNet result: the baseline with ``n_a`` human masks, or KGL with a prior.
+
+    KGL's ``n_a`` counts the positives whose pseudo-mask is a segmentation target (the paper's
+    ablation); with ``guidance="consistency"`` the prior instead pulls the network's own Grad-CAM
+    and ``n_a`` positives keep human masks. ``hybrid`` gives every other positive its pseudo-mask
+    while the ``n_a`` chosen keep human masks. The baseline has prior and guidance ``"none"``.
+    """
+
+    method: str  # "baseline" or "kgl"
+    prior: str  # "none" for the baseline, else a saliency method or control prior
+    n_a: int
+    seed: int
+    fold: int | None = None
+    prior_as_input: bool = False
+    guidance: str = "pseudo_mask"
+    hybrid: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method == "baseline" and (self.prior, self.guidance) != ("none", "none"):
+            raise ValueError(f"a baseline cell has prior and guidance 'none': {self}")
+
+    @classmethod
+    def baseline(cls, n_a: int, seed: int, fold: int | None = None) -> Cell:
+        return cls("baseline", "none", n_a, seed, fold, guidance="none")
+
+    def training_twin(self) -> Cell:
+        """The cell whose run this one is: KGL with no pseudo-mask, no prior input and no
+        consistency loss trains exactly the baseline with N_a = 0, so it reuses that run."""
+        if (self.method == "kgl" and self.n_a == 0 and not self.prior_as_input
+                and self.guidance == "pseudo_mask" and not self.hybrid):
+            return Cell.baseline(0, self.seed, self.fold)
+        return self
+
+    def key(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k in CELL_KEY}
+
+
+def segdec_train_config(ctx: StudyContext, cell: Cell) -> TrainConfig:
+    """The profile's SegDecNet settings; a consistency cell clips its gradient norm."""
+    config, scale = ctx.config, ctx.config.scale
+    segdec = config.segdec
+    consistency = cell.guidance == "consistency"
+    return TrainConfig(
+        epochs=scale.epochs, lr=segdec.lr, batch_size=scale.batch_size, delta=segdec.delta,
+        w_pos=segdec.w_pos, p=segdec.p, dilate=config.data.dilate,
+        dynamic_balance=segdec.dynamic_balance, momentum=segdec.momentum,
+        weight_decay=segdec.weight_decay, flips=segdec.flips, seed=cell.seed,
+        device=str(ctx.device),
+        max_grad_norm=config.guided.consistency_max_grad_norm if consistency else None,
+        checkpoint_every=max(1, scale.epochs // 5), bf16=ctx.device.type == "cuda",
+        channels_last=ctx.device.type == "cuda", progress=True)
+
+
+def build_segdec(ctx: StudyContext, cell: Cell) -> SegDecNet:
+    torch.manual_seed(cell.seed)
+    return SegDecNet(ctx.config.data.channels, width=ctx.config.scale.width,
+                     extra_input_channels=int(cell.prior_as_input),
+                     gradient_adjustment=ctx.config.segdec.gradient_adjustment)
+
+
+def training_inputs(ctx: StudyContext, cell: Cell) -> dict:
+    """The ``train`` keyword arguments that make a cell what it is (targets, priors, hook)."""
+    arrays = ctx.arrays("train", cell.fold)
+    positive = arrays.labels == 1
+    human = np.isin(arrays.ids, ctx.masked(cell.n_a, cell.seed, cell.fold, with_mask=True)) \
+        if cell.method == "baseline" or cell.guidance == "consistency" or cell.hybrid else None
+    if cell.method == "baseline":
+        return {"segmented": ~positive | human}
+    maps = prior_maps(ctx, cell.prior, "train", cell.seed, cell.fold)
+    kwargs: dict = {"priors": maps if cell.prior_as_input else None}
+    if cell.guidance == "consistency":
+        consistency = ctx.config.guided
+        kwargs |= {"segmented": ~positive | human, "priors": maps,
+                   "extra_loss": ConsistencyLoss(
+                       consistency.consistency_distance, consistency.consistency_weight,
+                       epochs=ctx.config.scale.epochs if ctx.config.segdec.dynamic_balance
+                       else None)}
+        return kwargs
+    targets = pseudo_masks(ctx, maps)
+    if cell.hybrid:
+        targets[human] = arrays.masks[human]
+        return kwargs | {"segmented": np.ones(len(arrays), bool), "masks": targets}
+    chosen = np.isin(arrays.ids, ctx.masked(cell.n_a, cell.seed, cell.fold, with_mask=False))
+    return kwargs | {"segmented": ~positive | chosen, "masks": targets}
+
+
+def cell_unit(ctx: StudyContext, cell: Cell) -> Unit:
+    """The unit of the run a cell shows: its training twin's, keyed by every setting that
+    shapes that run and by the prior units it reads."""
+    run = cell.training_twin()
+    spec: dict = {"data": ctx.data_spec(run.fold), "cell": {**run.key(), "hybrid": run.hybrid},
+                  "train": segdec_train_config(ctx, run).result_settings(),
+                  "width": ctx.config.scale.width, "device": ctx.device.type,
+                  "gradient_adjustment": ctx.config.segdec.gradient_adjustment}
+    inputs: tuple[str, ...] = ()
+    if run.method == "kgl":
+        prior = ctx.config.prior
+        spec["prior"] = {"pseudo_mask": prior.pseudo_mask, "threshold": prior.threshold,
+                         "dilate": prior.dilate}
+        if run.guidance == "consistency":
+            guided = ctx.config.guided
+            spec["consistency"] = {"distance": guided.consistency_distance,
+                                   "weight": guided.consistency_weight}
+        splits = ("train", "test") if run.prior_as_input else ("train",)
+        inputs = prior_inputs(ctx, run.prior, splits, run.seed, run.fold)
+    return Unit("segdec", spec, inputs)
+
+
+def ensure_cell(ctx: StudyContext, cell: Cell) -> DoneUnit:
+    """Train (or resume, or reuse) a cell's run and score it on its test split; the test
+    segmentation maps are kept for notebook 06."""
+    run = cell.training_twin()
+
+    def compute(folder: Path) -> dict[str, str]:
+        result = train(build_segdec(ctx, run), ctx.arrays("train", run.fold),
+                       segdec_train_config(ctx, run), run_dir=folder,
+                       **training_inputs(ctx, run))
+        test = ctx.arrays("test", run.fold)
+        priors = (prior_maps(ctx, run.prior, "test", run.seed, run.fold)
+                  if run.prior_as_input else None)
+        scores, seg = predict(result.model, test.images, priors,
+                              batch_size=ctx.config.scale.batch_size, device=ctx.device)
+        save_npz(folder / PREDICTIONS, ids=np.array(test.ids), scores=scores,
+                 seg=seg.astype(np.float16))
+        write_json(folder / ROW, image_metrics(test.labels, scores).as_dict(), sort_keys=False)
+        return {CHECKPOINT: "trained weights", LOSSES: "per-epoch losses",
+                PREDICTIONS: "test ids, scores and segmentation maps (1/8 size)",
+                ROW: "test image metrics"}
+    return ctx.units.ensure(cell_unit(ctx, cell), compute)
+
+
+def cell_row(ctx: StudyContext, cell: Cell) -> dict:
+    """The cell's table row (its run computed first where it is missing)."""
+    return ctx.row(ensure_cell(ctx, cell), **cell.key(), hybrid=cell.hybrid)
+
+
+def cell_segmentation(ctx: StudyContext, cell: Cell) -> np.ndarray:
+    """The cell's test segmentation maps upsampled to the input size: N×H×W float32."""
+    height, width = ctx.config.scale.input_size
+    with np.load(ensure_cell(ctx, cell).file(PREDICTIONS)) as z:
+        return np.stack([cv2.resize(m.astype(np.float32), (width, height),
+                                    interpolation=cv2.INTER_LINEAR) for m in z["seg"]])
