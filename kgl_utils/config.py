@@ -18,12 +18,15 @@ from typing import Any, Literal
 
 import yaml
 
-DATASET_NAMES = ("synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv")
-PRIMARY_MODELS = ("vgg16", "resnet18", "resnet50")
-SALIENCY_METHODS = ("fullgrad", "layercam", "gradcam", "gradcam++", "xgradcam", "hirescam",
-                    "scorecam", "ablationcam", "eigencam")
-CONTROL_PRIORS = ("random", "shuffled", "blurred", "oracle")
-CONSISTENCY_DISTANCES = ("bce", "l1", "mse", "kl", "cosine")
+from kgl_utils.names import (
+    CONTROL_PRIORS,
+    ConsistencyDistance,
+    ControlPrior,
+    DatasetName,
+    Guidance,
+    PrimaryModel,
+    SaliencyMethod,
+)
 
 
 class ConfigError(ValueError):
@@ -61,7 +64,7 @@ class ScaleProfile:
 class DataConfig:
     """Which dataset, where, and how its images become tensors."""
 
-    dataset: str = "synthetic"
+    dataset: DatasetName = "synthetic"
     root: str | None = None
     channels: int = 1
     split_file: str | None = None
@@ -71,8 +74,6 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # loader-specific, checked by the loader
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASET_NAMES, "dataset", self.dataset,
-               f"one of {', '.join(DATASET_NAMES)}")
         _check(self.channels in (1, 3), "channels", self.channels, "1 or 3")
         _check(self.dilate >= 0, "dilate", self.dilate, "an integer >= 0")
         _check(self.folds is None or self.dataset == "ksdd", "folds", self.folds,
@@ -85,7 +86,7 @@ class DataConfig:
 class PrimaryConfig:
     """Stage 1: the image-label classifier whose saliency becomes the prior."""
 
-    model: str = "vgg16"
+    model: PrimaryModel = "vgg16"
     lr: float = 5e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -95,8 +96,6 @@ class PrimaryConfig:
     weights: str | None = None  # local weights file; nothing is downloaded
 
     def __post_init__(self) -> None:
-        _check(self.model in PRIMARY_MODELS, "model", self.model,
-               f"one of {', '.join(PRIMARY_MODELS)}")
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
 
@@ -127,20 +126,14 @@ class SegDecConfig:
 class PriorConfig:
     """Stage 1.5: how saliency maps of the primary network become the knowledge prior."""
 
-    methods: tuple[str, ...] = ("fullgrad", "layercam")
+    methods: tuple[SaliencyMethod, ...] = ("fullgrad", "layercam")
     layer: str | None = None  # None: the architecture's default target layer
     pseudo_mask: Literal["otsu", "fixed", "percentile", "soft"] = "otsu"
     threshold: float | None = None  # for fixed (in [0, 1]) or percentile (in [0, 100])
     dilate: int = 0
-    controls: tuple[str, ...] = ()
+    controls: tuple[ControlPrior, ...] = ()
 
     def __post_init__(self) -> None:
-        for m in self.methods:
-            _check(m in SALIENCY_METHODS, "methods", m,
-                   f"saliency methods among {', '.join(SALIENCY_METHODS)}")
-        for c in self.controls:
-            _check(c in CONTROL_PRIORS, "controls", c,
-                   f"control priors among {', '.join(CONTROL_PRIORS)}")
         needs_threshold = self.pseudo_mask in ("fixed", "percentile")
         _check(needs_threshold == (self.threshold is not None), "threshold",
                self.threshold, "a number for pseudo_mask fixed or percentile, else null")
@@ -151,8 +144,8 @@ class GuidedConfig:
     """Stage 2: how the prior guides the final SegDecNet."""
 
     prior_as_input: tuple[bool, ...] = (False,)
-    guidance: tuple[Literal["pseudo_mask", "consistency"], ...] = ("pseudo_mask",)
-    consistency_distance: str = "bce"
+    guidance: tuple[Guidance, ...] = ("pseudo_mask",)
+    consistency_distance: ConsistencyDistance = "bce"
     consistency_weight: float = 0.1  # per positive image, beside the summed per-image losses
     consistency_max_grad_norm: float | None = 10.0  # the second-order term explodes unclipped
     hybrid: bool = False  # positives with human masks keep them
@@ -162,9 +155,6 @@ class GuidedConfig:
                "a non-empty list of pseudo_mask and consistency")
         _check(len(self.prior_as_input) >= 1, "prior_as_input", self.prior_as_input,
                "a non-empty list of booleans")
-        _check(self.consistency_distance in CONSISTENCY_DISTANCES,
-               "consistency_distance", self.consistency_distance,
-               f"one of {', '.join(CONSISTENCY_DISTANCES)}")
         _check(self.consistency_weight >= 0, "consistency_weight",
                self.consistency_weight, "a number >= 0")
         _check(self.consistency_max_grad_norm is None or self.consistency_max_grad_norm > 0,
@@ -177,7 +167,7 @@ class AblationConfig:
     """The grid of notebook 05: N_a values × priors × seeds (× folds)."""
 
     n_a: tuple[int, ...] = (0,)
-    priors: tuple[str, ...] = ()  # saliency methods and control priors; empty: prior.methods
+    priors: tuple[SaliencyMethod | ControlPrior, ...] = ()  # empty: prior.methods
     baseline: bool = True  # the baseline with N_a human masks beside each cell
     prior_as_input: bool = False  # KGL cells also take the prior as an input channel
     test: Literal["wilcoxon", "ttest"] = "wilcoxon"  # paired test against the baseline
@@ -185,10 +175,6 @@ class AblationConfig:
     def __post_init__(self) -> None:
         for n in self.n_a:
             _check(n >= 0, "n_a", n, "integers >= 0")
-        for p in self.priors:
-            _check(p in SALIENCY_METHODS + CONTROL_PRIORS, "priors", p,
-                   f"saliency methods or control priors among "
-                   f"{', '.join(SALIENCY_METHODS + CONTROL_PRIORS)}")
 
 
 @dataclass(frozen=True)
@@ -305,6 +291,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _type_name(a)
                            for a in typing.get_args(hint))

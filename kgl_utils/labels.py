@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kgl_utils.config import CONTROL_PRIORS
+from kgl_utils.names import CONTROL_PRIORS
 
 
 def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool = True) -> str:

@@ -52,7 +52,8 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d["data"].update(dataset="mnist"), "data.dataset: 'mnist' is not allowed; "
                                                    "expected one of synthetic"),
     (lambda d: d["primary"].update(model="alexnet"), "primary.model: 'alexnet'"),
-    (lambda d: d["prior"].update(methods=["gradcam", "magic"]), "prior.methods: 'magic'"),
+    (lambda d: d["prior"].update(methods=["gradcam", "magic"]),
+     "prior.methods[1]: 'magic' is not allowed; expected one of fullgrad"),
     (lambda d: d["ablation"].update(n_a=[0, -1]), "ablation.n_a: -1"),
     (lambda d: d.update(profile="tpu"), "profile: 'tpu' is not allowed; expected one of the "
                                         "profiles defined: cpu, gpu"),

@@ -342,9 +342,11 @@ def test_distances_on_known_maps():
         ConsistencyLoss("js")
 
 
-def test_registries_match_the_params_vocabulary():
-    from kgl_utils import config
+def test_registries_cover_the_vocabulary_exactly():
+    from kgl_utils import names
+    from kgl_utils.data import DATASETS
 
-    assert tuple(SALIENCY_METHODS) == config.SALIENCY_METHODS
-    assert tuple(CONTROL_PRIORS) == config.CONTROL_PRIORS
-    assert DISTANCES == config.CONSISTENCY_DISTANCES
+    assert tuple(SALIENCY_METHODS) == names.SALIENCY_METHODS
+    assert tuple(CONTROL_PRIORS) == names.CONTROL_PRIORS
+    assert DISTANCES == names.CONSISTENCY_DISTANCES
+    assert tuple(DATASETS) == names.DATASETS

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kgl_utils.losses import loss_weights
+from kgl_utils.names import CONSISTENCY_DISTANCES
 from kgl_utils.training import Batch, StepOutputs
 
-DISTANCES = ("bce", "l1", "mse", "kl", "cosine")
+DISTANCES = CONSISTENCY_DISTANCES
 EPS = 1e-6
 MIN_RANGE = 1e-3
 """Smallest CAM range the min-max normalisation divides by: a nearly flat map would otherwise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from kgl_utils.evaluation.image_metrics import image_metrics
 from kgl_utils.models.segdec import SegDecNet
+from kgl_utils.names import CellMethod, ControlPrior, Guidance, SaliencyMethod
 from kgl_utils.paths import CHECKPOINT, LOSSES, PREDICTIONS, ROW
 from kgl_utils.results import save_npz, write_json
 from kgl_utils.saliency.differentiable import ConsistencyLoss
@@ -36,13 +38,13 @@ class Cell:
     while the ``n_a`` chosen keep human masks. The baseline has prior and guidance ``"none"``.
     """
 
-    method: str  # "baseline" or "kgl"
-    prior: str  # "none" for the baseline, else a saliency method or control prior
+    method: CellMethod
+    prior: SaliencyMethod | ControlPrior | Literal["none"]
     n_a: int
     seed: int
     fold: int | None = None
     prior_as_input: bool = False
-    guidance: str = "pseudo_mask"
+    guidance: Guidance | Literal["none"] = "pseudo_mask"
     hybrid: bool = False
 
     def __post_init__(self) -> None:

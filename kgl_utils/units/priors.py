@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgl_utils.config import SALIENCY_METHODS
+from kgl_utils.names import SALIENCY_METHODS
 from kgl_utils.paths import MAPS
 from kgl_utils.results import save_npz
 from kgl_utils.saliency.controls import make_control_prior

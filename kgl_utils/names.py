@@ -1,0 +1,26 @@
+"""The study's vocabulary, declared once: every name a params file, a registry, a unit or a
+result row may use. Config validation checks values against these literals; the registries of
+datasets, saliency methods, control priors and distances are keyed by them (a test checks that
+each registry covers its literal exactly)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+DatasetName = Literal["synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv"]
+PrimaryModel = Literal["vgg16", "resnet18", "resnet50"]
+SaliencyMethod = Literal["fullgrad", "layercam", "gradcam", "gradcam++", "xgradcam", "hirescam",
+                         "scorecam", "ablationcam", "eigencam"]
+ControlPrior = Literal["random", "shuffled", "blurred", "oracle"]
+Guidance = Literal["pseudo_mask", "consistency"]
+ConsistencyDistance = Literal["bce", "l1", "mse", "kl", "cosine"]
+CellMethod = Literal["baseline", "kgl"]
+"""The two SegDecNet methods; a result row's ``method`` may also be ``primary`` or a
+distillation variant's name, and a baseline's ``prior`` and ``guidance`` are ``none``."""
+
+DATASETS: tuple[str, ...] = get_args(DatasetName)
+PRIMARY_MODELS: tuple[str, ...] = get_args(PrimaryModel)
+SALIENCY_METHODS: tuple[str, ...] = get_args(SaliencyMethod)
+CONTROL_PRIORS: tuple[str, ...] = get_args(ControlPrior)
+GUIDANCES: tuple[str, ...] = get_args(Guidance)
+CONSISTENCY_DISTANCES: tuple[str, ...] = get_args(ConsistencyDistance)
