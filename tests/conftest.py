@@ -1,5 +1,11 @@
 """Shared fixtures' building blocks."""
 
+from pathlib import Path
+
+import yaml
+
+from kgl_utils.stages.context import StudyContext
+
 
 def synthetic_study(study: str, n_train: int, n_test: int, positive_fraction: float,
                     **profile) -> dict:
@@ -15,3 +21,12 @@ def synthetic_study(study: str, n_train: int, n_test: int, positive_fraction: fl
                              "positive_fraction": positive_fraction}},
         "profiles": {"t": {"input_size": [128, 128], **profile}},
     }
+
+
+def open_study(folder: Path, params: dict, **sections) -> StudyContext:
+    """A study of ``params`` with whole sections replaced; data and results under ``folder``."""
+    params = params | sections
+    params["data"] = params["data"] | {"root": str(folder / "data")}
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return StudyContext.open(path, results_root=folder / "results")

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
-from conftest import synthetic_study
+from conftest import open_study, synthetic_study
 from scipy import stats
 
 from kgl_utils.evaluation.significance import paired_against, paired_test
@@ -41,22 +40,13 @@ BASE = {
 }
 
 
-def open_study(folder: Path, **sections) -> StudyContext:
-    """A study of ``BASE`` with whole sections replaced; data and results under ``folder``."""
-    params = BASE | sections
-    params["data"] = params["data"] | {"root": str(folder / "data")}
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return StudyContext.open(path, results_root=folder / "results")
-
-
 # --- the ablation grid resumes -------------------------------------------------------------
 
 GRID = {"seeds": [0, 1], "ablation": {"n_a": [0, 2], "priors": ["gradcam", "random"]}}
 
 
 def test_grid_has_a_baseline_beside_every_prior_cell(tmp_path):
-    cells = ablation_cells(open_study(tmp_path, **GRID))
+    cells = ablation_cells(open_study(tmp_path, BASE, **GRID))
     # seeds × N_a × (baseline + two priors), each cell once.
     assert len(cells) == len(set(cells)) == 2 * 2 * 3
     assert {(c.method, c.prior) for c in cells} == {
@@ -64,7 +54,7 @@ def test_grid_has_a_baseline_beside_every_prior_cell(tmp_path):
     for cell in cells:
         assert Cell.baseline(cell.n_a, cell.seed, cell.fold) in cells
     with_input = ablation_cells(open_study(
-        tmp_path, **GRID | {"ablation": GRID["ablation"] | {"prior_as_input": True}}))
+        tmp_path, BASE, **GRID | {"ablation": GRID["ablation"] | {"prior_as_input": True}}))
     assert all(c.prior_as_input == (c.method == "kgl") for c in with_input)
 
 
@@ -201,7 +191,7 @@ SHIFT = 8  # the stored priors are the human masks moved right, so a pseudo-mask
 def study(tmp_path_factory) -> StudyContext:
     """A tiny synthetic study whose stored gradcam maps are each mask shifted by ``SHIFT`` px
     over faint noise: Otsu's pseudo-mask of a positive is then that shifted mask."""
-    ctx = open_study(tmp_path_factory.mktemp("cells"),
+    ctx = open_study(tmp_path_factory.mktemp("cells"), BASE,
                      guided={"consistency_distance": "l1", "consistency_weight": 0.5})
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -392,7 +382,7 @@ def test_guided_run_on_the_synthetic_set_reaches_ap_0_9(tmp_path, one_thread):
     # Plain VGG16 does not learn from scratch at this scale (test AP ~0.5 after 12-16 epochs, so
     # its pseudo-masks are noise and KGL stays near AP 0.7-0.8); VGG16-BN does.
     ctx = open_study(
-        tmp_path,
+        tmp_path, BASE,
         data=BASE["data"] | {"dilate": 5, "options": {
             "n_train": 96, "n_test": 40, "size": [128, 128], "positive_fraction": 0.4}},
         profiles={"t": {"input_size": [128, 128], "epochs": 12, "batch_size": 8,

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import synthetic_study
+from conftest import open_study, synthetic_study
 
 from kgl_utils.paths import MANIFEST, PACKAGE_DIR
 from kgl_utils.stages.context import StudyContext
@@ -85,7 +84,8 @@ def test_code_version_follows_computing_modules_not_plots(tmp_path):
     shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     before = code_version(package)
     assert before == code_version(PACKAGE_DIR)
-    for name in ("plots.py", "report.py", "widgets.py", "study.py", "stages/ablation.py"):
+    for name in ("plots.py", "report.py", "widgets.py", "study.py", "stages/ablation.py",
+                 "units/store.py"):
         (package / name).write_text((package / name).read_text() + "\n# a comment\n")
     assert code_version(package) == before  # a figure or a table view retrains nothing
     (package / "training.py").write_text((package / "training.py").read_text() + "\n#\n")
@@ -102,14 +102,6 @@ def test_code_version_follows_computing_modules_not_plots(tmp_path):
 TINY = {**synthetic_study("units", n_train=24, n_test=12, positive_fraction=0.5, epochs=2,
                           batch_size=4, width=0.0625),
         "prior": {"methods": ["gradcam"]}}
-
-
-def open_study(folder: Path, **sections) -> StudyContext:
-    params = TINY | sections
-    params["data"] = params["data"] | {"root": str(folder / "data")}
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return StudyContext.open(path, results_root=folder / "results")
 
 
 def counts(ctx: StudyContext) -> dict[str, int]:
@@ -135,7 +127,7 @@ def trainings(monkeypatch):
 
 
 def test_adding_a_seed_trains_only_its_units(tmp_path, trainings):
-    one = open_study(tmp_path)
+    one = open_study(tmp_path, TINY)
     run_primary(one)
     first = run_guided(one)
     # Per seed: a primary, gradcam priors of train, and three cells (baseline at 0 and all
@@ -143,7 +135,7 @@ def test_adding_a_seed_trains_only_its_units(tmp_path, trainings):
     assert counts(one) == {"primary": 1, "priors": 1, "segdec": 3} and len(trainings) == 3
     before = finished(one)
 
-    two = open_study(tmp_path, seeds=[0, 1])
+    two = open_study(tmp_path, TINY, seeds=[0, 1])
     assert two.params_hash != one.params_hash
     run_primary(two)
     table = run_guided(two)
@@ -158,12 +150,12 @@ def test_adding_a_seed_trains_only_its_units(tmp_path, trainings):
     assert primaries["seed"].tolist() == [0, 1] and primaries["ap"].nunique() == 2
 
     # Removing the seed again drops its rows and trains nothing.
-    again = run_guided(open_study(tmp_path))
+    again = run_guided(open_study(tmp_path, TINY))
     assert len(trainings) == 6 and set(again["seed"]) == {0}
 
 
 def test_a_committed_row_without_its_unit_is_recomputed(tmp_path, trainings):
-    ctx = open_study(tmp_path)
+    ctx = open_study(tmp_path, TINY)
     cells_ = guided_cells(ctx)
     forged = [{"dataset": "synthetic", **c.key(), "hybrid": False, "ap": 0.123,
                "params_hash": ctx.params_hash, "git_commit": "0000000000"} for c in cells_]
@@ -175,7 +167,7 @@ def test_a_committed_row_without_its_unit_is_recomputed(tmp_path, trainings):
 
 def test_a_study_killed_mid_unit_completes_only_what_is_missing(tmp_path, trainings,
                                                                 monkeypatch):
-    ctx = open_study(tmp_path, seeds=[0, 1])
+    ctx = open_study(tmp_path, TINY, seeds=[0, 1])
     real = cells.predict
     done = []
 

@@ -29,20 +29,22 @@ COMPUTING_CODE = ("data", "models", "saliency", "evaluation", "units", "losses.p
                   "training.py", "distillation.py", "device.py")
 """The parts of the package whose changes change numbers (relative to the package folder).
 Plots, report, widgets, the runner and the stages' tables and figures are left out, so editing
-a figure retrains nothing."""
+a figure retrains nothing; so is this store, which keeps units but computes none."""
+BOOKKEEPING = ("units/store.py",)
 
 STALE_MARK = ".recompute_before.json"
 
 
 def code_version(package: str | os.PathLike = PACKAGE_DIR,
                  parts: tuple[str, ...] = COMPUTING_CODE) -> str:
-    """Hash of the computing modules' source (path and text of every ``.py`` file in ``parts``)."""
+    """Hash of the computing modules' source (path and text of every ``.py`` file in ``parts``
+    but the bookkeeping ones)."""
     package = Path(package)
     digest = hashlib.sha256()
     for part in parts:
         path = package / part
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
+        for file in (f for f in files if f.relative_to(package).as_posix() not in BOOKKEEPING):
             digest.update(file.relative_to(package).as_posix().encode() + b"\0")
             digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -57,8 +59,10 @@ def current_code_version() -> str:
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
-    if isinstance(obj, tuple | set | Path):
-        return list(obj) if not isinstance(obj, Path) else str(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
     raise TypeError(f"a unit spec holds {type(obj).__name__}, which has no canonical form")
 
 
@@ -142,8 +146,7 @@ class UnitStore:
         if done is not None:
             return done
         folder = self.folder(unit)
-        stale = folder / MANIFEST
-        if stale.is_file():  # an older run of this very unit, marked for recompute
+        if (folder / MANIFEST).is_file():  # done once, no longer: marked, or an output lost
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
