@@ -20,6 +20,8 @@ import yaml
 
 from kgl_utils.names import (
     CONTROL_PRIORS,
+    LABEL_DERIVED_CONTROLS,
+    MASKLESS_DATASETS,
     ConsistencyDistance,
     ControlPrior,
     DatasetName,
@@ -228,6 +230,18 @@ class StudyConfig:
             methods = ", ".join(self.prior.methods)
             _check(name in CONTROL_PRIORS or name in self.prior.methods, "ablation.priors", name,
                    f"a control prior or a method of prior.methods ({methods})")
+        # Test-split shuffled and oracle maps are built from test labels and masks: as an input
+        # channel they would hand the network the answer.
+        leaking = [p for p in self.ablation_priors if p in LABEL_DERIVED_CONTROLS]
+        _check(not (self.ablation.prior_as_input and leaking), "ablation.prior_as_input",
+               self.ablation.prior_as_input,
+               f"false while ablation.priors holds {', '.join(leaking)} (built from the test "
+               f"split's labels and masks, an input channel would leak them)")
+        if self.data.dataset in MASKLESS_DATASETS:
+            for key, names in (("prior.controls", self.prior.controls),
+                               ("ablation.priors", self.ablation.priors)):
+                _check("oracle" not in names, key, names,
+                       f"no oracle: dataset {self.data.dataset} has no pixel masks")
 
     @property
     def scale(self) -> ScaleProfile:

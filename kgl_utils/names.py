@@ -24,3 +24,8 @@ SALIENCY_METHODS: tuple[str, ...] = get_args(SaliencyMethod)
 CONTROL_PRIORS: tuple[str, ...] = get_args(ControlPrior)
 GUIDANCES: tuple[str, ...] = get_args(Guidance)
 CONSISTENCY_DISTANCES: tuple[str, ...] = get_args(ConsistencyDistance)
+
+LABEL_DERIVED_CONTROLS: tuple[str, ...] = ("shuffled", "oracle")
+"""Controls built from a split's labels and masks: never an input channel at test time."""
+MASKLESS_DATASETS: tuple[str, ...] = ("elpv",)
+"""Datasets with image labels only: no oracle prior, no mask metrics."""

@@ -64,6 +64,14 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d.pop("study"), "study: required key is missing"),
     (lambda d: d["ablation"].update(priors=["gradcam"]), "ablation.priors: 'gradcam' is not "
                                                          "allowed; expected a control prior"),
+    (lambda d: d["ablation"].update(priors=["fullgrad", "oracle"], prior_as_input=True),
+     "ablation.prior_as_input: True is not allowed; expected false while ablation.priors "
+     "holds oracle"),
+    (lambda d: d["ablation"].update(priors=["shuffled"], prior_as_input=True),
+     "ablation.prior_as_input: True is not allowed; expected false while ablation.priors "
+     "holds shuffled"),
+    (lambda d: d["data"].update(dataset="elpv", root=None, options={}),
+     "prior.controls: ('random', 'oracle') is not allowed; expected no oracle: dataset elpv"),
 ])
 def test_bad_params_name_key_and_value(tmp_path, base, edit, message):
     edit(base)

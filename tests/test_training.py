@@ -6,6 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
+from kgl_utils import training
 from kgl_utils.data.base import SplitArrays
 from kgl_utils.data.synthetic import load_synthetic
 from kgl_utils.device import resolve_device
@@ -13,6 +14,7 @@ from kgl_utils.models.registry import build_model
 from kgl_utils.training import (
     NegativeSampler,
     TrainConfig,
+    _segmentation_arrays,
     load_checkpoint,
     predict,
     train,
@@ -129,8 +131,14 @@ def test_weak_positives_and_pseudo_masks():
     with pytest.raises(ValueError, match="positives without a mask"):
         train(small_segdec(), unmasked, small_config(), segmented=data.labels == 1)
     pseudo = data.masks.astype(np.float32) * 0.8
-    train(small_segdec(), unmasked, small_config(epochs=1), segmented=data.labels == 1,
-          masks=pseudo)
+    config = small_config(epochs=1)
+    guided = train(small_segdec(), unmasked, config, segmented=data.labels == 1, masks=pseudo)
+    assert guided.history["loss_seg"].notna().all()
+    # The pseudo-masks, not the (empty) human masks, are the positives' targets.
+    gamma, targets, _ = _segmentation_arrays(unmasked, data.labels == 1, pseudo, config)
+    positive = data.labels == 1
+    assert (gamma[positive] == 1).all() and (targets[positive].max(axis=(1, 2)) > 0).all()
+    assert targets[~positive].max() == 0
     with pytest.raises(ValueError, match=r"masks must lie in \[0, 1\]"):
         train(small_segdec(), unmasked, small_config(), masks=pseudo * 2)
     with pytest.raises(ValueError, match="masks must be N×H×W"):
@@ -177,11 +185,30 @@ def test_max_grad_norm_bounds_each_step():
     assert moved(free) > 1e-3
 
 
-def test_cosine_schedule_is_logged_and_resumed(tmp_path):
+def test_cosine_schedule_is_logged_and_resumed(tmp_path, monkeypatch):
     data = tiny_split()
     config = small_config(epochs=2, lr_schedule="cosine", checkpoint_every=1)
-    result = train(small_segdec(), data, config, run_dir=tmp_path)
-    assert result.history["lr"].tolist() == pytest.approx([0.05, 0.025])
+    whole = train(small_segdec(), data, config, run_dir=tmp_path / "whole")
+    assert whole.history["lr"].tolist() == pytest.approx([0.05, 0.025])
+
+    real, epochs = training._train_epoch, []
+
+    def killed_in_epoch_2(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(training, "_train_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_segdec(), data, config, run_dir=tmp_path / "killed")
+    monkeypatch.setattr(training, "_train_epoch", real)
+    resumed = train(small_segdec(), data, config, run_dir=tmp_path / "killed")
+    assert resumed.resumed_epochs == 1  # the first epoch came from the checkpoint
+    assert resumed.history["lr"].tolist() == pytest.approx([0.05, 0.025])
+    pd.testing.assert_frame_equal(resumed.history.drop(columns="seconds"),
+                                  whole.history.drop(columns="seconds"))
+    for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_bf16_channels_last_and_workers_run():
