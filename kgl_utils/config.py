@@ -19,7 +19,6 @@ from typing import Any, Literal
 import yaml
 
 from kgl_utils.names import (
-    CONTROL_PRIORS,
     LABEL_DERIVED_CONTROLS,
     MASKLESS_DATASETS,
     ConsistencyDistance,
@@ -103,6 +102,20 @@ class PrimaryConfig:
 
 
 @dataclass(frozen=True)
+class WeakProtocol:
+    """SegDecNet settings of every cell without any pixel target: the authors train their N = 0
+    runs with the dynamic balance off and, for KolektorSDD, another learning rate and δ."""
+
+    lr: float | None = None  # None: segdec.lr
+    delta: float | None = None  # None: segdec.delta
+    dynamic_balance: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lr is None or self.lr > 0, "lr", self.lr, "null or a number > 0")
+        _check(self.delta is None or self.delta > 0, "delta", self.delta, "null or a number > 0")
+
+
+@dataclass(frozen=True)
 class SegDecConfig:
     """The mixed-supervision SegDecNet training settings (baseline and final network)."""
 
@@ -115,6 +128,7 @@ class SegDecConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     flips: bool = False
+    weak: WeakProtocol = field(default_factory=WeakProtocol)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
@@ -169,7 +183,8 @@ class AblationConfig:
     """The grid of notebook 05: N_a values × priors × seeds (× folds)."""
 
     n_a: tuple[int, ...] = (0,)
-    priors: tuple[SaliencyMethod | ControlPrior, ...] = ()  # empty: prior.methods
+    priors: tuple[SaliencyMethod, ...] = ()  # empty: prior.methods
+    controls: tuple[ControlPrior, ...] = ()  # made from each of ``priors`` (full, oracle: once)
     baseline: bool = True  # the baseline with N_a human masks beside each cell
     prior_as_input: bool = False  # KGL cells also take the prior as an input channel
     test: Literal["wilcoxon", "ttest"] = "wilcoxon"  # paired test against the baseline
@@ -228,18 +243,18 @@ class StudyConfig:
                "device", self.device, "auto, cpu or cuda[:N]")
         for name in self.ablation.priors:  # notebook 05 only reads what notebook 03 extracted
             methods = ", ".join(self.prior.methods)
-            _check(name in CONTROL_PRIORS or name in self.prior.methods, "ablation.priors", name,
-                   f"a control prior or a method of prior.methods ({methods})")
+            _check(name in self.prior.methods, "ablation.priors", name,
+                   f"a method of prior.methods ({methods})")
         # Test-split shuffled and oracle maps are built from test labels and masks: as an input
         # channel they would hand the network the answer.
-        leaking = [p for p in self.ablation_priors if p in LABEL_DERIVED_CONTROLS]
+        leaking = [p for p in self.ablation.controls if p in LABEL_DERIVED_CONTROLS]
         _check(not (self.ablation.prior_as_input and leaking), "ablation.prior_as_input",
                self.ablation.prior_as_input,
-               f"false while ablation.priors holds {', '.join(leaking)} (built from the test "
+               f"false while ablation.controls holds {', '.join(leaking)} (built from the test "
                f"split's labels and masks, an input channel would leak them)")
         if self.data.dataset in MASKLESS_DATASETS:
             for key, names in (("prior.controls", self.prior.controls),
-                               ("ablation.priors", self.ablation.priors)):
+                               ("ablation.controls", self.ablation.controls)):
                 _check("oracle" not in names, key, names,
                        f"no oracle: dataset {self.data.dataset} has no pixel masks")
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kgl_utils.names import CONTROL_PRIORS
-
 
 def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool = True) -> str:
     """``primary (image labels only)``, ``baseline SegDecNet, 20 human masks``, ``KGL, fullgrad
@@ -27,7 +25,11 @@ def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool =
         return "baseline SegDecNet" + (f", {n_a} human masks" if counts else "")
     if method != "kgl":
         return f"{method} (unsupervised)"
-    prior = row["prior"] + (" control" if row["prior"] in CONTROL_PRIORS else "")
+    control = row.get("control", "none")
+    if control == "none":
+        prior = row["prior"]
+    else:
+        prior = f"{control} control" + ("" if row["prior"] == "none" else f" of {row['prior']}")
     if row["guidance"] == "consistency":
         text = f"KGL, {prior} consistency loss" + (f" ({n_a} human masks)" if counts else "")
     else:

@@ -11,7 +11,7 @@ DatasetName = Literal["synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnet
 PrimaryModel = Literal["vgg16", "resnet18", "resnet50"]
 SaliencyMethod = Literal["fullgrad", "layercam", "gradcam", "gradcam++", "xgradcam", "hirescam",
                          "scorecam", "ablationcam", "eigencam"]
-ControlPrior = Literal["random", "shuffled", "blurred", "oracle"]
+ControlPrior = Literal["random", "full", "shuffled", "blurred", "oracle"]
 Guidance = Literal["pseudo_mask", "consistency"]
 ConsistencyDistance = Literal["bce", "l1", "mse", "kl", "cosine"]
 CellMethod = Literal["baseline", "kgl"]
@@ -25,6 +25,9 @@ CONTROL_PRIORS: tuple[str, ...] = get_args(ControlPrior)
 GUIDANCES: tuple[str, ...] = get_args(Guidance)
 CONSISTENCY_DISTANCES: tuple[str, ...] = get_args(ConsistencyDistance)
 
+METHOD_FREE_CONTROLS: tuple[str, ...] = ("full", "oracle")
+"""Controls that need no saliency method (their cells have prior ``none``); the others are
+made from each method's own maps."""
 LABEL_DERIVED_CONTROLS: tuple[str, ...] = ("shuffled", "oracle")
 """Controls built from a split's labels and masks: never an input channel at test time."""
 MASKLESS_DATASETS: tuple[str, ...] = ("elpv",)

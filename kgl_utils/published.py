@@ -35,8 +35,17 @@ PUBLISHED_AP: list[tuple[str, str, str, int, float, str]] = [
 ]
 
 
+TRAPEZOID_AP = ("ksdd2", "dagm")
+"""Datasets whose published AP is the trapezoid area under the PR curve (the authors'
+``auc(recall, precision)``), not scikit-learn's step-wise average precision."""
+
+
 def published_ap(dataset: str) -> pd.DataFrame:
-    """The published rows for a dataset (empty for datasets neither paper reports)."""
+    """The published rows for a dataset (empty for datasets neither paper reports), with the
+    metric of ours that the number is to be compared with."""
     frame = pd.DataFrame(PUBLISHED_AP, columns=["dataset", "method", "prior", "n_a",
                                                 "published_ap", "source"])
+    frame = frame.assign(control="none",
+                         metric=["ap_trapezoid" if d in TRAPEZOID_AP else "ap"
+                                 for d in frame["dataset"]])
     return frame[frame["dataset"] == dataset].reset_index(drop=True)

@@ -27,6 +27,7 @@ def open_study(folder: Path, params: dict, **sections) -> StudyContext:
     """A study of ``params`` with whole sections replaced; data and results under ``folder``."""
     params = params | sections
     params["data"] = params["data"] | {"root": str(folder / "data")}
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return StudyContext.open(path, results_root=folder / "results")

@@ -63,15 +63,18 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d["prior"].update(pseudo_mask="fixed"), "prior.threshold: None"),
     (lambda d: d.pop("study"), "study: required key is missing"),
     (lambda d: d["ablation"].update(priors=["gradcam"]), "ablation.priors: 'gradcam' is not "
-                                                         "allowed; expected a control prior"),
-    (lambda d: d["ablation"].update(priors=["fullgrad", "oracle"], prior_as_input=True),
-     "ablation.prior_as_input: True is not allowed; expected false while ablation.priors "
+                                                         "allowed; expected a method of prior"),
+    (lambda d: d["ablation"].update(priors=["random"]), "ablation.priors[0]: 'random' is not "
+                                                        "allowed; expected one of fullgrad"),
+    (lambda d: d["ablation"].update(controls=["random", "oracle"], prior_as_input=True),
+     "ablation.prior_as_input: True is not allowed; expected false while ablation.controls "
      "holds oracle"),
-    (lambda d: d["ablation"].update(priors=["shuffled"], prior_as_input=True),
-     "ablation.prior_as_input: True is not allowed; expected false while ablation.priors "
+    (lambda d: d["ablation"].update(controls=["shuffled"], prior_as_input=True),
+     "ablation.prior_as_input: True is not allowed; expected false while ablation.controls "
      "holds shuffled"),
     (lambda d: d["data"].update(dataset="elpv", root=None, options={}),
-     "prior.controls: ('random', 'oracle') is not allowed; expected no oracle: dataset elpv"),
+     "prior.controls: ('random', 'full', 'oracle') is not allowed; expected no oracle: "
+     "dataset elpv"),
 ])
 def test_bad_params_name_key_and_value(tmp_path, base, edit, message):
     edit(base)

@@ -55,6 +55,12 @@ def test_ksdd_labels_from_masks_and_folds(tmp_path):
         load_dataset("ksdd", root, fold=3)
 
 
+def test_ksdd_leaves_out_kos21_part7_as_the_authors_do(tmp_path):
+    root = write_ksdd(tmp_path / "ksdd", {"kos21": [True] + [False] * 7, "kos22": [True, False]})
+    ids = set(load_dataset("ksdd", root, fold=0).table["id"])
+    assert "kos21/Part7" not in ids and "kos21/Part6" in ids and len(ids) == 7 + 2
+
+
 def test_ksdd_official_split_file(tmp_path):
     root = write_ksdd(tmp_path / "ksdd", KSDD_FOLDERS)
     train = [[("kos01", True), ("kos05", False)], [("kos02", True)], [("kos05", True)]]

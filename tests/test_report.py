@@ -18,14 +18,15 @@ def write_study(folder: Path) -> Path:
     pd.DataFrame([stamp | {"method": "primary", "n_a": 0, "seed": 0, "ap": 0.9,
                            "auroc": 0.95}]).to_csv(folder / "primary.csv", index=False)
     base = {"seed": 0, "prior_as_input": False, "guidance": "pseudo_mask", "auroc": 0.5,
-            "git_commit": COMMIT}
+            "git_commit": COMMIT, "control": "none"}
     rows = [
         {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.5, "guidance": "none"},
         {"method": "kgl", "prior": "fullgrad", "n_a": 12, "ap": 0.8},
         {"method": "kgl", "prior": "fullgrad", "n_a": 12, "ap": 0.7, "prior_as_input": True},
         {"method": "kgl", "prior": "layercam", "n_a": 5, "ap": 0.6},
         {"method": "kgl", "prior": "layercam", "n_a": 0, "ap": 0.55, "guidance": "consistency"},
-        {"method": "kgl", "prior": "random", "n_a": 12, "ap": 0.3},
+        {"method": "kgl", "prior": "fullgrad", "control": "random", "n_a": 12, "ap": 0.3},
+        {"method": "kgl", "prior": "none", "control": "full", "n_a": 12, "ap": 0.35},
         {"method": "distillation", "prior": "none", "n_a": 0, "ap": 0.65, "guidance": "none"},
         {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.1, "seed": 1,
          "guidance": "none"},
@@ -43,10 +44,11 @@ def test_headline_names_each_system_of_the_first_seed(tmp_path):
         "KGL, fullgrad pseudo-masks for all 12 positives + prior as input",
         "KGL, layercam pseudo-masks for 5 positives",
         "KGL, layercam consistency loss (0 human masks)",
-        "KGL, random control pseudo-masks for all 12 positives",
+        "KGL, random control of fullgrad pseudo-masks for all 12 positives",
+        "KGL, full control pseudo-masks for all 12 positives",
         "distillation (unsupervised)",
     ]
-    assert table["ap"].tolist() == [0.9, 0.5, 0.8, 0.7, 0.6, 0.55, 0.3, 0.65]
+    assert table["ap"].tolist() == [0.9, 0.5, 0.8, 0.7, 0.6, 0.55, 0.3, 0.35, 0.65]
     assert "| baseline SegDecNet, 0 human masks | 0.500 | 0.500 |" in headline_markdown(tmp_path)
 
 

@@ -204,26 +204,46 @@ def test_fixed_percentile_soft_and_dilation():
 # --- control priors ---------------------------------------------------------------------------
 
 
-def control_inputs() -> tuple[np.ndarray, np.ndarray]:
+def control_inputs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise maps, masks, and targets of one to three blobs of known area per image."""
     rng = np.random.default_rng(0)
     maps = rng.random((5, 32, 32)).astype(np.float16)
     masks = np.zeros((5, 32, 32), np.uint8)
+    targets = np.zeros((5, 32, 32), np.uint8)
     for i in range(5):
         masks[i, 4 * i:4 * i + 6, 3:9] = 1
-    return maps, masks
+        targets[i, 2:8, 2:2 + 2 * (i + 1)] = 1  # one blob of 6 × 2(i+1) px
+        if i % 2:
+            targets[i, 20:23, 20:25] = 1  # a second blob of 15 px
+    targets[4, 12:14, 27:29] = 1  # a third, 4 px
+    return maps, masks, targets
 
 
-def test_random_prior_in_range_and_seeded():
-    maps, masks = control_inputs()
-    a = make_control_prior("random", maps, masks, seed=1)
-    assert a.shape == maps.shape and a.dtype == np.float16
-    assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.2
-    np.testing.assert_array_equal(a, make_control_prior("random", maps, masks, seed=1))
-    assert not np.array_equal(a, make_control_prior("random", maps, masks, seed=2))
+def test_random_prior_moves_each_targets_blobs_keeping_count_and_area():
+    maps, masks, targets = control_inputs()
+    a = make_control_prior("random", maps, masks, targets, seed=1)
+    assert a.shape == maps.shape and a.dtype == np.float16 and set(np.unique(a)) <= {0, 1}
+    for moved, target in zip(a, targets):
+        # Hand count: the area of each image's blobs (12 + 15, 24, …) stays, so does the count.
+        assert moved.sum() == target.sum()
+        assert (cv2.connectedComponents(moved.astype(np.uint8))[0]
+                == cv2.connectedComponents(target)[0])
+    assert not np.array_equal(a, targets)  # the place is not kept
+    np.testing.assert_array_equal(a, make_control_prior("random", maps, masks, targets, seed=1))
+    assert not np.array_equal(a, make_control_prior("random", maps, masks, targets, seed=2))
+    with pytest.raises(ValueError, match="give targets"):
+        make_control_prior("random", maps, masks)
+
+
+def test_full_prior_covers_every_pixel():
+    maps, masks, _ = control_inputs()
+    full = make_control_prior("full", maps, masks)
+    assert full.shape == maps.shape and (full == 1).all()
+    assert (make_pseudo_masks(full.astype(np.float32)) == 1).all()  # Otsu keeps it whole
 
 
 def test_shuffled_prior_is_a_derangement():
-    maps, masks = control_inputs()
+    maps, masks, _ = control_inputs()
     order = derangement(5, seed=3)
     assert sorted(order) == list(range(5)) and (order != np.arange(5)).all()
     shuffled = make_control_prior("shuffled", maps, masks, seed=3)
@@ -235,7 +255,7 @@ def test_shuffled_prior_is_a_derangement():
 
 
 def test_blurred_prior_is_smoother_and_keeps_the_location():
-    maps, masks = control_inputs()
+    maps, masks, _ = control_inputs()
     peaked = maps.astype(np.float32) * 0.2
     peaked[:, 20:26, 20:26] = 1.0
     blurred = make_control_prior("blurred", peaked, masks).astype(np.float32)
@@ -250,10 +270,10 @@ def test_blurred_prior_is_smoother_and_keeps_the_location():
 
 
 def test_oracle_prior_is_the_mask():
-    maps, masks = control_inputs()
+    maps, masks, _ = control_inputs()
     np.testing.assert_array_equal(make_control_prior("oracle", maps, masks), masks)
-    assert set(CONTROL_PRIORS) == {"random", "shuffled", "blurred", "oracle"}
-    with pytest.raises(ValueError, match="'noise' is unknown; allowed: random, shuffled"):
+    assert set(CONTROL_PRIORS) == {"random", "full", "shuffled", "blurred", "oracle"}
+    with pytest.raises(ValueError, match="'noise' is unknown; allowed: random, full"):
         make_control_prior("noise", maps, masks)
 
 

@@ -13,6 +13,7 @@ from conftest import open_study, synthetic_study
 from scipy import stats
 
 from kgl_utils.evaluation.significance import paired_against, paired_test
+from kgl_utils.losses import dilate_mask
 from kgl_utils.paths import CHECKPOINT, LOSSES, MAPS, PREDICTIONS
 from kgl_utils.results import save_npz, write_csv
 from kgl_utils.saliency.differentiable import ConsistencyLoss
@@ -42,15 +43,17 @@ BASE = {
 
 # --- the ablation grid resumes -------------------------------------------------------------
 
-GRID = {"seeds": [0, 1], "ablation": {"n_a": [0, 2], "priors": ["gradcam", "random"]}}
+GRID = {"seeds": [0, 1], "ablation": {"n_a": [0, 2], "priors": ["gradcam"],
+                                      "controls": ["random", "full"]}}
 
 
 def test_grid_has_a_baseline_beside_every_prior_cell(tmp_path):
     cells = ablation_cells(open_study(tmp_path, BASE, **GRID))
-    # seeds × N_a × (baseline + two priors), each cell once.
-    assert len(cells) == len(set(cells)) == 2 * 2 * 3
-    assert {(c.method, c.prior) for c in cells} == {
-        ("baseline", "none"), ("kgl", "gradcam"), ("kgl", "random")}
+    # seeds × N_a × (baseline, gradcam, its random control, the method-free full), once each.
+    assert len(cells) == len(set(cells)) == 2 * 2 * 4
+    assert {(c.method, c.prior, c.control) for c in cells} == {
+        ("baseline", "none", "none"), ("kgl", "gradcam", "none"), ("kgl", "gradcam", "random"),
+        ("kgl", "none", "full")}
     for cell in cells:
         assert Cell.baseline(cell.n_a, cell.seed, cell.fold) in cells
     with_input = ablation_cells(open_study(
@@ -81,7 +84,7 @@ def results_frame() -> pd.DataFrame:
               "ap": 0.55, "auroc": 0.7},
              {"method": "kgl", "prior": "layercam", "n_a": 5, "seed": 0, "fold": np.nan,
               "ap": 0.7, "auroc": 0.6}]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(control="none")
 
 
 def runs_of(frame: pd.DataFrame, method: str, prior: str, n_a: int) -> pd.Series:
@@ -124,9 +127,9 @@ def test_summary_over_folds_averages_per_seed_and_pairs_single_runs():
         for seed in (0, 1):
             for fold in (0, 1, 2):
                 ap = 0.6 + shift + rng.uniform(0, 0.05)
-                rows.append({"method": method, "prior": prior, "n_a": 0, "seed": seed,
-                             "fold": fold, "ap": ap, "auroc": ap, "f1": ap, "accuracy": ap,
-                             "fp": fold + seed, "fn": 1})
+                rows.append({"method": method, "prior": prior, "control": "none", "n_a": 0,
+                             "seed": seed, "fold": fold, "ap": ap, "auroc": ap, "f1": ap,
+                             "accuracy": ap, "fp": fold + seed, "fn": 1})
     frame = pd.DataFrame(rows)
     summary = summary_table(frame).set_index("method")
     kgl = frame[frame["method"] == "kgl"]
@@ -284,7 +287,9 @@ def test_hybrid_cell_keeps_human_masks_for_the_chosen_positives(study):
     inputs = training_inputs(study, Cell("kgl", "gradcam", 3, 0, hybrid=True))
     human = chosen(study, 3, with_mask=True)
     assert inputs["segmented"].all() and human.sum() == 3
-    np.testing.assert_array_equal(inputs["masks"][human], train.masks[human])
+    dilated = [dilate_mask(m.astype(np.float32), study.config.data.dilate)
+               for m in train.masks[human]]  # as training dilates human masks elsewhere
+    np.testing.assert_array_equal(inputs["masks"][human], dilated)
     others = positive & ~human
     np.testing.assert_array_equal(inputs["masks"][others],
                                   np.roll(train.masks, SHIFT, 2)[others])
@@ -327,21 +332,43 @@ def test_kgl_without_guidance_is_the_baselines_training_twin(study, monkeypatch)
         assert list(saved["ids"]) == study.arrays("test").ids
 
 
-def test_shuffled_control_moves_maps_among_positives_only(study):
+def test_shuffled_control_moves_maps_within_each_class(study):
     train = study.arrays("train")
-    positive = np.flatnonzero(train.labels == 1)
     base = prior_maps(study, "gradcam", "train", 0)
-    shuffled = prior_maps(study, "shuffled", "train", 0)
-    negative = train.labels == 0
-    np.testing.assert_array_equal(shuffled[negative], base[negative])
-    flat = {base[i].tobytes(): i for i in positive}
-    source = [flat[shuffled[i].tobytes()] for i in positive]  # KeyError: not a positive's map
-    assert sorted(source) == list(positive) and all(s != i for s, i in zip(source, positive))
+    shuffled = prior_maps(study, "gradcam", "train", 0, control="shuffled")
+    for label in (0, 1):
+        rows = np.flatnonzero(train.labels == label)
+        flat = {base[i].tobytes(): i for i in rows}
+        source = [flat[shuffled[i].tobytes()] for i in rows]  # KeyError: another class's map
+        assert sorted(source) == list(rows) and all(s != i for s, i in zip(source, rows))
 
 
-def test_unknown_prior_stops_clearly(study):
-    with pytest.raises(ValueError, match="control prior 'bogus' is unknown; allowed: random"):
+def test_random_and_full_controls_train_on_the_targets_they_claim(study):
+    positive = study.arrays("train").labels == 1
+    n_all = int(positive.sum())
+    own = training_inputs(study, Cell("kgl", "gradcam", n_all, 0))["masks"]
+    moved = training_inputs(study, Cell("kgl", "gradcam", n_all, 0, control="random"))["masks"]
+    full = training_inputs(study, Cell("kgl", "none", n_all, 0, control="full"))["masks"]
+    area = own[positive].sum(axis=(1, 2))
+    assert (area > 0).all()
+    # Per image, the random control's target keeps the method's area (within ±10 %) elsewhere.
+    np.testing.assert_allclose(moved[positive].sum(axis=(1, 2)), area, rtol=0.1)
+    assert (moved[positive] * own[positive]).sum() < 0.5 * area.sum()
+    assert (full[positive] == 1).all()
+    # Pseudo-mask cells train on these targets as they are: no human-mask dilation on top.
+    for cell in (Cell("kgl", "gradcam", n_all, 0, control="random"),
+                 Cell("kgl", "none", n_all, 0, control="full")):
+        assert segdec_train_config(study, cell).dilate == 0
+    assert segdec_train_config(study, Cell.baseline(3, 0)).dilate == study.config.data.dilate
+    with pytest.raises(ValueError, match="names a saliency method unless its control"):
+        Cell("kgl", "none", 3, 0, control="random")
+
+
+def test_unknown_prior_or_control_stops_clearly(study):
+    with pytest.raises(ValueError, match="prior 'bogus' is not a saliency method; allowed: full"):
         prior_maps(study, "bogus", "train", 0)
+    with pytest.raises(ValueError, match="control prior 'bogus' is unknown; allowed: random"):
+        prior_maps(study, "gradcam", "train", 0, control="bogus")
 
 
 def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypatch):
@@ -395,3 +422,24 @@ def test_guided_run_on_the_synthetic_set_reaches_ap_0_9(tmp_path, one_thread):
     row = cell_row(ctx, Cell("kgl", "gradcam", n_all, 0))
     assert row["n_a"] == n_all == 38
     assert row["ap"] >= 0.9
+
+
+def test_cells_without_any_pixel_target_use_the_weak_protocol(tmp_path):
+    ctx = open_study(tmp_path, BASE, segdec={"lr": 1.0, "delta": 0.01, "dynamic_balance": True,
+                                             "weak": {"lr": 0.01, "delta": 1.0}})
+    weak = [Cell.baseline(0, 0), Cell("kgl", "gradcam", 0, 0),
+            Cell("kgl", "gradcam", 0, 0, guidance="consistency")]
+    mixed = [Cell.baseline(3, 0), Cell("kgl", "gradcam", 3, 0),
+             Cell("kgl", "gradcam", 0, 0, hybrid=True), Cell("kgl", "none", 3, 0, control="full")]
+    for cell in weak:
+        config = segdec_train_config(ctx, cell)
+        assert cell.protocol == "weak", cell
+        assert (config.lr, config.delta, config.dynamic_balance) == (0.01, 1.0, False), cell
+    for cell in mixed:
+        config = segdec_train_config(ctx, cell)
+        assert cell.protocol == "mixed", cell
+        assert (config.lr, config.delta, config.dynamic_balance) == (1.0, 0.01, True), cell
+    # Without its own rate and δ the weak protocol keeps the mixed ones, balance off.
+    plain = open_study(tmp_path / "plain", BASE)
+    config = segdec_train_config(plain, Cell.baseline(0, 0))
+    assert (config.lr, config.delta, config.dynamic_balance) == (0.01, 1.0, False)

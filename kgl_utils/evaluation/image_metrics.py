@@ -3,6 +3,9 @@
 Scores are sigmoid outputs of the classification logit. AP (the paper's headline number) and
 AUROC come from scikit-learn; the operating point is the threshold of best F1, where the paper
 counts false positives and false negatives; FP at FN = 0 is the cost of missing no defect.
+``ap_trapezoid`` is the area under the PR curve by the trapezoid rule (``auc(recall,
+precision)``), the definition behind the published KolektorSDD2 and DAGM numbers: compare like
+with like. FP and FN at the fixed threshold 0.5 sit beside the best-F1 ones.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class ImageMetrics:
     """One evaluation; ``as_dict`` gives a results-table row."""
 
     ap: float
+    ap_trapezoid: float
     auroc: float
     f1: float
     threshold: float  # best-F1 threshold: a score >= threshold is called defective
@@ -27,6 +31,8 @@ class ImageMetrics:
     fp: int
     fn: int
     fp_at_fn0: int
+    fp_at_half: int
+    fn_at_half: int
     n_pos: int
     n_neg: int
 
@@ -54,6 +60,7 @@ def image_metrics(labels: Sequence[int] | np.ndarray,
     scores = np.asarray(scores, dtype=np.float64)
     _check(labels, scores)
     precision, recall, thresholds = precision_recall_curve(labels, scores)
+    ap_trapezoid = float(auc(recall, precision))
     precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
@@ -63,11 +70,13 @@ def image_metrics(labels: Sequence[int] | np.ndarray,
     positive = labels == 1
     fp, fn = int((called & ~positive).sum()), int((~called & positive).sum())
     fp_at_fn0 = int((scores[~positive] >= scores[positive].min()).sum())
+    half = scores >= 0.5
     return ImageMetrics(
-        ap=float(average_precision_score(labels, scores)),
+        ap=float(average_precision_score(labels, scores)), ap_trapezoid=ap_trapezoid,
         auroc=float(roc_auc_score(labels, scores)),
         f1=float(f1[best]), threshold=threshold,
         accuracy=float((called == positive).mean()),
         fp=fp, fn=fn, fp_at_fn0=fp_at_fn0,
+        fp_at_half=int((half & ~positive).sum()), fn_at_half=int((~half & positive).sum()),
         n_pos=int(positive.sum()), n_neg=int((~positive).sum()),
     )

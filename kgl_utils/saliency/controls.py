@@ -1,10 +1,11 @@
 """Control priors: does the primary network's knowledge help, or would any map do as well?
 
-Each control has the signature ``control(maps, masks, seed) -> N×H×W float16 in [0, 1]``, takes
-the real prior maps and the ground-truth masks of the same images, and is used exactly like a
-real prior downstream. ``random`` and ``shuffled`` keep no image-specific information, ``blurred``
-keeps only the coarse location, and ``oracle`` is the upper bound a perfect saliency method
-would reach.
+Each control has the signature ``control(maps, masks, targets, seed) -> N×H×W float16 in
+[0, 1]``: it takes a method's prior maps, the ground-truth masks and the method's own binary
+pseudo-masks (``targets``) of the same images, and is used exactly like a real prior
+downstream. ``random`` keeps each image's target area and blob count but not its place,
+``shuffled`` gives every image another image's map, ``blurred`` keeps only the coarse location;
+``full`` (the whole image is defect) and ``oracle`` (the human mask) need no method at all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from kgl_utils.saliency.priors import normalise_maps
 
 ControlPrior = Callable[..., np.ndarray]
+PLACEMENT_TRIES = 50
 
 
 def _check(maps: np.ndarray, masks: np.ndarray) -> None:
@@ -25,10 +27,38 @@ def _check(maps: np.ndarray, masks: np.ndarray) -> None:
                          f"{maps.shape} and masks {masks.shape}")
 
 
-def random_prior(maps: np.ndarray, masks: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Uniform noise in [0, 1) per pixel: a prior without any information."""
+def random_prior(maps: np.ndarray, masks: np.ndarray, targets: np.ndarray,
+                 seed: int = 0) -> np.ndarray:
+    """Each image's target moved: every blob of the method's pseudo-mask translated to a random
+    place, largest first, neither overlapping nor touching the blobs already placed where it
+    can. The count and total area of the target stay; where the prior pointed does not."""
+    _check(targets, masks)
+    rng = np.random.default_rng(seed)
+    height, width = targets.shape[1:]
+    out = np.zeros(targets.shape, np.float16)
+    for i, target in enumerate(targets):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (target > 0).astype(np.uint8), connectivity=8)
+        placed = np.zeros((height, width), np.uint8)
+        for j in sorted(range(1, count), key=lambda k: -stats[k, cv2.CC_STAT_AREA]):
+            x, y, w, h = stats[j, :4]
+            blob = labels[y:y + h, x:x + w] == j
+            near = cv2.dilate(placed, np.ones((3, 3), np.uint8)).astype(bool)
+            for _ in range(PLACEMENT_TRIES):
+                top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+                if not (near[top:top + h, left:left + w] & blob).any():
+                    break
+            placed[top:top + h, left:left + w] |= blob
+        out[i] = placed
+    return out
+
+
+def full_prior(maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None = None,
+               seed: int = 0) -> np.ndarray:
+    """The whole image is defect: a segmentation target that says only "this image is
+    positive" (what an Otsu-binarised, dilated noise map used to amount to)."""
     _check(maps, masks)
-    return np.random.default_rng(seed).random(maps.shape, dtype=np.float32).astype(np.float16)
+    return np.ones(maps.shape, np.float16)
 
 
 def derangement(n: int, seed: int = 0) -> np.ndarray:
@@ -42,7 +72,8 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
             return order
 
 
-def shuffled_prior(maps: np.ndarray, masks: np.ndarray, seed: int = 0) -> np.ndarray:
+def shuffled_prior(maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None = None,
+                   seed: int = 0) -> np.ndarray:
     """Every image gets another image's map: realistic maps in the wrong place.
 
     Pass only the positives' maps to shuffle among defective images.
@@ -52,7 +83,8 @@ def shuffled_prior(maps: np.ndarray, masks: np.ndarray, seed: int = 0) -> np.nda
 
 
 def blurred_prior(
-    maps: np.ndarray, masks: np.ndarray, seed: int = 0, sigma_fraction: float = 0.15
+    maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None = None, seed: int = 0,
+    sigma_fraction: float = 0.15,
 ) -> np.ndarray:
     """Maps blurred with a Gaussian of ``sigma_fraction`` × the shorter side, then renormalised.
 
@@ -66,7 +98,8 @@ def blurred_prior(
     return normalise_maps(blurred).astype(np.float16)
 
 
-def oracle_prior(maps: np.ndarray, masks: np.ndarray, seed: int = 0) -> np.ndarray:
+def oracle_prior(maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None = None,
+                 seed: int = 0) -> np.ndarray:
     """The ground-truth masks themselves (zero where an image has none): the upper bound."""
     _check(maps, masks)
     return (np.asarray(masks) > 0).astype(np.float16)
@@ -74,6 +107,7 @@ def oracle_prior(maps: np.ndarray, masks: np.ndarray, seed: int = 0) -> np.ndarr
 
 CONTROL_PRIORS: dict[str, ControlPrior] = {
     "random": random_prior,
+    "full": full_prior,
     "shuffled": shuffled_prior,
     "blurred": blurred_prior,
     "oracle": oracle_prior,
@@ -81,10 +115,14 @@ CONTROL_PRIORS: dict[str, ControlPrior] = {
 
 
 def make_control_prior(
-    name: str, maps: np.ndarray, masks: np.ndarray, seed: int = 0, **kwargs: float
+    name: str, maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None = None,
+    seed: int = 0, **kwargs: float,
 ) -> np.ndarray:
-    """The control prior ``name`` (see ``CONTROL_PRIORS``) for these maps and masks."""
+    """The control prior ``name`` (see ``CONTROL_PRIORS``) for these maps, masks and the
+    method's binary pseudo-masks ``targets`` (``random`` needs them)."""
     if name not in CONTROL_PRIORS:
         raise ValueError(f"control prior {name!r} is unknown; allowed: "
                          f"{', '.join(CONTROL_PRIORS)}")
-    return CONTROL_PRIORS[name](np.asarray(maps), np.asarray(masks), seed, **kwargs)
+    if name == "random" and targets is None:
+        raise ValueError("the random control moves the method's pseudo-masks: give targets")
+    return CONTROL_PRIORS[name](np.asarray(maps), np.asarray(masks), targets, seed, **kwargs)

@@ -16,10 +16,11 @@ from kgl_utils.labels import system_name
 from kgl_utils.published import published_ap
 from kgl_utils.results import save_figure, summarize, to_markdown, write_csv, write_text
 from kgl_utils.stages.context import StudyContext
+from kgl_utils.stages.guided import control_cells
 from kgl_utils.units.cells import Cell, cell_row
 
-METRICS = ["ap", "auroc", "f1", "accuracy", "fp", "fn"]
-GROUP = ["method", "prior", "n_a"]
+METRICS = ["ap", "ap_trapezoid", "auroc", "f1", "accuracy", "fp", "fn"]
+GROUP = ["method", "prior", "control", "n_a"]
 
 
 def ablation_cells(ctx: StudyContext) -> list[Cell]:
@@ -32,6 +33,8 @@ def ablation_cells(ctx: StudyContext) -> list[Cell]:
                     cells.append(Cell.baseline(n_a, seed, fold))
                 cells += [Cell("kgl", prior, n_a, seed, fold, config.ablation.prior_as_input)
                           for prior in config.ablation_priors]
+                cells += control_cells(ctx, config.ablation.controls, config.ablation_priors,
+                                       n_a, seed, fold, config.ablation.prior_as_input)
     return cells
 
 
@@ -53,7 +56,7 @@ def across_folds(frame: pd.DataFrame) -> pd.DataFrame:
     accuracy averaged over the folds, FP and FN summed."""
     if frame["fold"].nunique() <= 1:
         return frame
-    how = {m: "sum" if m in ("fp", "fn") else "mean" for m in METRICS}
+    how = {m: "sum" if m in ("fp", "fn") else "mean" for m in METRICS if m in frame.columns}
     return frame.groupby(GROUP + ["seed"], as_index=False, sort=False, dropna=False).agg(how)
 
 
@@ -82,11 +85,13 @@ def bold_best(summary: pd.DataFrame, metric: str = "ap") -> pd.DataFrame:
 
 
 def published_comparison(ctx: StudyContext, summary: pd.DataFrame) -> pd.DataFrame:
-    """Our mean AP (%) beside the papers' numbers at the same N_a, with the difference."""
+    """Our mean AP (%) beside the papers' numbers at the same N_a, with the difference; ours
+    by the same definition of AP as the published number (``metric``)."""
     published = published_ap(ctx.config.data.dataset)
     if published.empty:
         return published
-    ours = summary[GROUP].assign(our_ap=100 * summary["_ap_mean"])
+    metric = published["metric"].iloc[0]
+    ours = summary[GROUP].assign(our_ap=100 * summary[f"_{metric}_mean"])
     joined = published.merge(ours, on=GROUP, how="left")
     joined["difference"] = joined["our_ap"] - joined["published_ap"]
     return joined

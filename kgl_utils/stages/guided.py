@@ -9,12 +9,21 @@ from kgl_utils.results import write_csv
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.units.cells import Cell, cell_row
 from kgl_utils.units.comparisons import distillation_row, inference_cost
+from kgl_utils.units.priors import control_pairs
 
 
 def all_positives(ctx: StudyContext, fold: int | None, with_mask: bool) -> int:
     arrays = ctx.arrays("train", fold)
     positive = arrays.labels == 1
     return int((positive & arrays.is_segmented).sum() if with_mask else positive.sum())
+
+
+def control_cells(ctx: StudyContext, controls: tuple[str, ...], methods: tuple[str, ...],
+                  n_a: int, seed: int, fold: int | None, prior_as_input: bool = False
+                  ) -> list[Cell]:
+    """KGL cells of each control: one per method, or one alone for ``full`` and ``oracle``."""
+    return [Cell("kgl", prior, n_a, seed, fold, prior_as_input, control=control)
+            for prior, control in control_pairs(controls, methods)]
 
 
 def guided_cells(ctx: StudyContext) -> list[Cell]:
@@ -35,7 +44,8 @@ def guided_cells(ctx: StudyContext) -> list[Cell]:
                     n_a = n_all if guidance == "pseudo_mask" else 0
                     cells += [Cell("kgl", prior, n_a, seed, fold, as_input, guidance,
                                    config.guided.hybrid) for as_input in inputs]
-            cells += [Cell("kgl", control, n_all, seed, fold) for control in config.prior.controls]
+            cells += control_cells(ctx, config.prior.controls, config.prior.methods, n_all, seed,
+                                   fold)
     return cells
 
 

@@ -30,7 +30,7 @@ def run_primary(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     for seed in ctx.config.seeds:
         for fold in ctx.folds:
             done = ensure_primary(ctx, seed, fold)
-            rows.append(ctx.row(done, method="primary", prior="none", n_a=0,
+            rows.append(ctx.row(done, method="primary", prior="none", control="none", n_a=0,
                                 prior_as_input=False, guidance="none", seed=seed, fold=fold))
             histories[f"seed {seed}, fold {fold}"] = pd.read_csv(done.file(LOSSES))
             with np.load(done.file(PREDICTIONS)) as z:

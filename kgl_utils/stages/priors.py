@@ -15,34 +15,44 @@ from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
 from kgl_utils.plots import heatmap, image_grid, overlay, truth_title
 from kgl_utils.results import save_figure, write_csv
 from kgl_utils.stages.context import StudyContext
-from kgl_utils.units.priors import SPLITS, ensure_priors, prior_maps, pseudo_masks
+from kgl_utils.units.priors import (
+    SPLITS,
+    control_pairs,
+    ensure_priors,
+    prior_maps,
+    pseudo_masks,
+)
 
 
 def prior_quality(ctx: StudyContext) -> pd.DataFrame:
     """Each prior (and control) against the human masks, per seed, fold and split (positives
     only), and the share of a positive image its pseudo-mask covers (defined with or without
-    masks). Each row carries the provenance of the maps it scores.
+    masks). The pseudo-mask is the segmentation target as the network trains on it. Each row
+    carries the provenance of the maps it scores.
 
     Without human masks (ELPV) ``images`` is 0 and the mask metrics are empty, so the table
     still says what was, and was not, measured.
     """
-    rows, methods = [], ctx.config.prior.methods
+    methods = ctx.config.prior.methods
+    variants = [(m, "none") for m in methods] + control_pairs(ctx.config.prior.controls, methods)
+    rows = []
     for seed in ctx.config.seeds:
         for fold in ctx.folds:
             for split in SPLITS:
                 arrays = ctx.arrays(split, fold)
                 positive = arrays.labels == 1
-                for name in (*ctx.config.prior.methods, *ctx.config.prior.controls):
-                    maps = prior_maps(ctx, name, split, seed, fold)
+                for prior, control in variants:
+                    maps = prior_maps(ctx, prior, split, seed, fold, control)
                     binary = pseudo_masks(ctx, maps)
                     _, summary = evaluate_saliency(maps, arrays.masks, arrays.labels,
                                                    arrays.ids, binary=binary)
                     metrics = {"images": int(summary["count"].max()),
                                "pseudo_mask_area": float(binary[positive].mean())}
                     metrics |= {m: summary.loc[m, "mean"] for m in summary.index}
-                    method = name if name in methods else methods[0]  # what the maps come from
+                    method = methods[0] if prior == "none" else prior  # the run behind the row
                     rows.append(ctx.row(ensure_priors(ctx, method, split, seed, fold), metrics,
-                                        prior=name, seed=seed, fold=fold, split=split))
+                                        prior=prior, control=control, seed=seed, fold=fold,
+                                        split=split))
     return pd.DataFrame(rows)
 
 

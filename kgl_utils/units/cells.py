@@ -15,8 +15,15 @@ import numpy as np
 import torch
 
 from kgl_utils.evaluation.image_metrics import image_metrics
+from kgl_utils.losses import dilate_mask
 from kgl_utils.models.segdec import SegDecNet
-from kgl_utils.names import CellMethod, ControlPrior, Guidance, SaliencyMethod
+from kgl_utils.names import (
+    METHOD_FREE_CONTROLS,
+    CellMethod,
+    ControlPrior,
+    Guidance,
+    SaliencyMethod,
+)
 from kgl_utils.paths import CHECKPOINT, LOSSES, PREDICTIONS, ROW
 from kgl_utils.results import save_npz, write_json
 from kgl_utils.saliency.differentiable import ConsistencyLoss
@@ -25,7 +32,7 @@ from kgl_utils.training import TrainConfig, predict, train
 from kgl_utils.units.priors import prior_inputs, prior_maps, pseudo_masks
 from kgl_utils.units.store import DoneUnit, Unit
 
-CELL_KEY = ["method", "prior", "n_a", "prior_as_input", "guidance", "seed", "fold"]
+CELL_KEY = ["method", "prior", "control", "n_a", "prior_as_input", "guidance", "seed", "fold"]
 
 
 @dataclass(frozen=True)
@@ -35,21 +42,29 @@ class Cell:
     KGL's ``n_a`` counts the positives whose pseudo-mask is a segmentation target (the paper's
     ablation); with ``guidance="consistency"`` the prior instead pulls the network's own Grad-CAM
     and ``n_a`` positives keep human masks. ``hybrid`` gives every other positive its pseudo-mask
-    while the ``n_a`` chosen keep human masks. The baseline has prior and guidance ``"none"``.
+    while the ``n_a`` chosen keep human masks. A ``control`` cell trains on that control made
+    from the method ``prior`` (prior "none" for the method-free ``full`` and ``oracle``). The
+    baseline has prior, control and guidance ``"none"``.
     """
 
     method: CellMethod
-    prior: SaliencyMethod | ControlPrior | Literal["none"]
+    prior: SaliencyMethod | Literal["none"]
     n_a: int
     seed: int
     fold: int | None = None
     prior_as_input: bool = False
     guidance: Guidance | Literal["none"] = "pseudo_mask"
     hybrid: bool = False
+    control: ControlPrior | Literal["none"] = "none"
 
     def __post_init__(self) -> None:
-        if self.method == "baseline" and (self.prior, self.guidance) != ("none", "none"):
-            raise ValueError(f"a baseline cell has prior and guidance 'none': {self}")
+        if self.method == "baseline" and (self.prior, self.guidance, self.control) != (
+                "none", "none", "none"):
+            raise ValueError(f"a baseline cell has prior, control and guidance 'none': {self}")
+        if self.method == "kgl" and (self.prior == "none") != (
+                self.control in METHOD_FREE_CONTROLS):
+            raise ValueError(f"a KGL cell names a saliency method unless its control is one of "
+                             f"{', '.join(METHOD_FREE_CONTROLS)}: {self}")
 
     @classmethod
     def baseline(cls, n_a: int, seed: int, fold: int | None = None) -> Cell:
@@ -66,16 +81,28 @@ class Cell:
     def key(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k in CELL_KEY}
 
+    @property
+    def protocol(self) -> Literal["weak", "mixed"]:
+        """``weak`` when no positive has a pixel target (N = 0 without pseudo-masks, or a
+        consistency loss with no human mask): the authors' image-label-only settings."""
+        targetless = self.n_a == 0 and not self.hybrid
+        return "weak" if targetless else "mixed"
+
 
 def segdec_train_config(ctx: StudyContext, cell: Cell) -> TrainConfig:
-    """The profile's SegDecNet settings; a consistency cell clips its gradient norm."""
+    """The profile's SegDecNet settings; a consistency cell clips its gradient norm. Human
+    masks are dilated by ``data.dilate`` (thin annotations); pseudo-masks are the targets as
+    they are (``prior.dilate`` is applied when they are made)."""
     config, scale = ctx.config, ctx.config.scale
-    segdec = config.segdec
+    segdec, weak = config.segdec, cell.protocol == "weak"
     consistency = cell.guidance == "consistency"
+    pseudo = cell.method == "kgl" and cell.guidance == "pseudo_mask"
     return TrainConfig(
-        epochs=scale.epochs, lr=segdec.lr, batch_size=scale.batch_size, delta=segdec.delta,
-        w_pos=segdec.w_pos, p=segdec.p, dilate=config.data.dilate,
-        dynamic_balance=segdec.dynamic_balance, momentum=segdec.momentum,
+        epochs=scale.epochs, batch_size=scale.batch_size, w_pos=segdec.w_pos, p=segdec.p,
+        lr=(segdec.weak.lr or segdec.lr) if weak else segdec.lr,
+        delta=(segdec.weak.delta or segdec.delta) if weak else segdec.delta,
+        dynamic_balance=segdec.weak.dynamic_balance if weak else segdec.dynamic_balance,
+        dilate=0 if pseudo else config.data.dilate, momentum=segdec.momentum,
         weight_decay=segdec.weight_decay, flips=segdec.flips, seed=cell.seed,
         device=str(ctx.device),
         max_grad_norm=config.guided.consistency_max_grad_norm if consistency else None,
@@ -98,19 +125,20 @@ def training_inputs(ctx: StudyContext, cell: Cell) -> dict:
         if cell.method == "baseline" or cell.guidance == "consistency" or cell.hybrid else None
     if cell.method == "baseline":
         return {"segmented": ~positive | human}
-    maps = prior_maps(ctx, cell.prior, "train", cell.seed, cell.fold)
+    maps = prior_maps(ctx, cell.prior, "train", cell.seed, cell.fold, cell.control)
     kwargs: dict = {"priors": maps if cell.prior_as_input else None}
-    if cell.guidance == "consistency":
+    if cell.guidance == "consistency":  # fades with λ where the cell's protocol balances
         consistency = ctx.config.guided
+        balanced = segdec_train_config(ctx, cell).dynamic_balance
         kwargs |= {"segmented": ~positive | human, "priors": maps,
                    "extra_loss": ConsistencyLoss(
                        consistency.consistency_distance, consistency.consistency_weight,
-                       epochs=ctx.config.scale.epochs if ctx.config.segdec.dynamic_balance
-                       else None)}
+                       epochs=ctx.config.scale.epochs if balanced else None)}
         return kwargs
     targets = pseudo_masks(ctx, maps)
-    if cell.hybrid:
-        targets[human] = arrays.masks[human]
+    if cell.hybrid:  # human masks get the dilation training gives them elsewhere
+        targets[human] = [dilate_mask(m.astype(np.float32), ctx.config.data.dilate)
+                          for m in arrays.masks[human]]
         return kwargs | {"segmented": np.ones(len(arrays), bool), "masks": targets}
     chosen = np.isin(arrays.ids, ctx.masked(cell.n_a, cell.seed, cell.fold, with_mask=False))
     return kwargs | {"segmented": ~positive | chosen, "masks": targets}
@@ -134,7 +162,7 @@ def cell_unit(ctx: StudyContext, cell: Cell) -> Unit:
             spec["consistency"] = {"distance": guided.consistency_distance,
                                    "weight": guided.consistency_weight}
         splits = ("train", "test") if run.prior_as_input else ("train",)
-        inputs = prior_inputs(ctx, run.prior, splits, run.seed, run.fold)
+        inputs = prior_inputs(ctx, run.prior, run.control, splits, run.seed, run.fold)
     return Unit("segdec", spec, inputs)
 
 
@@ -148,7 +176,7 @@ def ensure_cell(ctx: StudyContext, cell: Cell) -> DoneUnit:
                        segdec_train_config(ctx, run), run_dir=folder,
                        **training_inputs(ctx, run))
         test = ctx.arrays("test", run.fold)
-        priors = (prior_maps(ctx, run.prior, "test", run.seed, run.fold)
+        priors = (prior_maps(ctx, run.prior, "test", run.seed, run.fold, run.control)
                   if run.prior_as_input else None)
         scores, seg = predict(result.model, test.images, priors,
                               batch_size=ctx.config.scale.batch_size, device=ctx.device)
@@ -163,7 +191,8 @@ def ensure_cell(ctx: StudyContext, cell: Cell) -> DoneUnit:
 
 def cell_row(ctx: StudyContext, cell: Cell) -> dict:
     """The cell's table row (its run computed first where it is missing)."""
-    return ctx.row(ensure_cell(ctx, cell), **cell.key(), hybrid=cell.hybrid)
+    return ctx.row(ensure_cell(ctx, cell), **cell.key(), hybrid=cell.hybrid,
+                   protocol=cell.protocol)
 
 
 def cell_segmentation(ctx: StudyContext, cell: Cell) -> np.ndarray:

@@ -69,7 +69,8 @@ def ensure_distillation(ctx: StudyContext, variant: str, seed: int,
 def distillation_row(ctx: StudyContext, variant: str, seed: int, fold: int | None) -> dict:
     method = distillation_config(ctx, variant, seed).method
     return ctx.row(ensure_distillation(ctx, variant, seed, fold), method=method, prior="none",
-                   n_a=0, prior_as_input=False, guidance="none", seed=seed, fold=fold)
+                   control="none", n_a=0, prior_as_input=False, guidance="none", seed=seed,
+                   fold=fold)
 
 
 def _flops(fn, *args) -> int:

@@ -1,7 +1,8 @@
 """The prior unit: one saliency method's maps of one split, explaining the primary of one seed.
 
-Control priors are not units: they are derived on demand from the study's first method (and the
-masks), so they cost nothing to store and always match the maps they control for.
+Control priors are not units: they are derived on demand from a method's maps (or, for ``full``
+and ``oracle``, from nothing but the images and masks), so they cost nothing to store and always
+match the maps they control for.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgl_utils.names import SALIENCY_METHODS
+from kgl_utils.names import METHOD_FREE_CONTROLS, SALIENCY_METHODS
 from kgl_utils.paths import MAPS
 from kgl_utils.results import save_npz
 from kgl_utils.saliency.controls import make_control_prior
@@ -43,36 +44,53 @@ def ensure_priors(ctx: StudyContext, method: str, split: str, seed: int,
     return ctx.units.ensure(prior_unit(ctx, method, split, seed, fold), compute)
 
 
-def prior_maps(ctx: StudyContext, name: str, split: str, seed: int,
-               fold: int | None = None) -> np.ndarray:
-    """N×H×W maps in [0, 1] of prior ``name`` for ``split``, in the split's image order.
+def prior_maps(ctx: StudyContext, prior: str, split: str, seed: int,
+               fold: int | None = None, control: str = "none") -> np.ndarray:
+    """N×H×W maps in [0, 1] for ``split``, in the split's image order: saliency method
+    ``prior``'s maps from its unit, or the ``control`` made from them.
 
-    A saliency method's maps come from its unit; a control prior is derived from the first
-    saliency method's maps (shuffled among positives only, so every defective image gets
-    another defect's map).
+    ``full`` and ``oracle`` need no method (``prior`` "none"). The other controls are made per
+    class (``shuffled`` moves positives' maps among positives, negatives' among negatives);
+    ``random`` moves the method's own pseudo-masks, so each image keeps its target's area.
     """
     arrays = ctx.arrays(split, fold)
-    if name in SALIENCY_METHODS:
-        with np.load(ensure_priors(ctx, name, split, seed, fold).file(MAPS)) as stored:
-            if stored["ids"].tolist() != list(arrays.ids):
-                raise ValueError(f"stored {name} priors of split {split!r} belong to other "
-                                 f"images than the split has now; delete "
-                                 f"{ctx.paths.units / 'priors'} and rerun")
-            return stored["maps"].astype(np.float32)
-    base = prior_maps(ctx, ctx.config.prior.methods[0], split, seed, fold)
-    if name != "shuffled":
-        return make_control_prior(name, base, arrays.masks, seed).astype(np.float32)
-    maps = base.copy()
-    positives = np.flatnonzero(arrays.labels == 1)
-    maps[positives] = make_control_prior(name, base[positives], arrays.masks[positives], seed)
+    if control in METHOD_FREE_CONTROLS:
+        blank = np.zeros(arrays.masks.shape, np.float32)
+        return make_control_prior(control, blank, arrays.masks, seed=seed).astype(np.float32)
+    if prior not in SALIENCY_METHODS:
+        raise ValueError(f"prior {prior!r} is not a saliency method; allowed: "
+                         f"{', '.join(SALIENCY_METHODS)}")
+    with np.load(ensure_priors(ctx, prior, split, seed, fold).file(MAPS)) as stored:
+        if stored["ids"].tolist() != list(arrays.ids):
+            raise ValueError(f"stored {prior} priors of split {split!r} belong to other "
+                             f"images than the split has now; delete "
+                             f"{ctx.paths.units / 'priors'} and rerun")
+        base = stored["maps"].astype(np.float32)
+    if control == "none":
+        return base
+    targets = pseudo_masks(ctx, base)
+    maps = np.empty_like(base)
+    for label in (0, 1):
+        rows = np.flatnonzero(arrays.labels == label)
+        maps[rows] = make_control_prior(control, base[rows], arrays.masks[rows], targets[rows],
+                                        seed)
     return maps
 
 
-def prior_inputs(ctx: StudyContext, name: str, splits: tuple[str, ...], seed: int,
-                 fold: int | None) -> tuple[str, ...]:
-    """Keys of the prior units that prior ``name`` (a method or a control) is made from."""
-    method = name if name in SALIENCY_METHODS else ctx.config.prior.methods[0]
-    return tuple(prior_unit(ctx, method, split, seed, fold).key for split in splits)
+def control_pairs(controls: tuple[str, ...], methods: tuple[str, ...]
+                  ) -> list[tuple[str, str]]:
+    """(prior, control) of each control: one per method, or ("none", control) alone for
+    ``full`` and ``oracle``."""
+    return [(prior, control) for control in controls
+            for prior in (("none",) if control in METHOD_FREE_CONTROLS else methods)]
+
+
+def prior_inputs(ctx: StudyContext, prior: str, control: str, splits: tuple[str, ...],
+                 seed: int, fold: int | None) -> tuple[str, ...]:
+    """Keys of the prior units a prior (or a control made from it) reads."""
+    if control in METHOD_FREE_CONTROLS:
+        return ()
+    return tuple(prior_unit(ctx, prior, split, seed, fold).key for split in splits)
 
 
 def pseudo_masks(ctx: StudyContext, maps: np.ndarray) -> np.ndarray:
