@@ -56,9 +56,11 @@ def prior_quality(ctx: StudyContext) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
-    """Test positives: image with mask, each prior as a heat map, the first prior's pseudo-mask
-    (first seed and fold)."""
+def prior_panels(ctx: StudyContext, count: int = 4
+                 ) -> tuple[np.ndarray, list[list[np.ndarray]], list[str]]:
+    """The first ``count`` test positives of the first seed and fold (their indices), and per
+    image the panels image with mask, each prior as a heat map and the first prior's
+    pseudo-mask, with the panels' titles."""
     seed, fold = ctx.config.seeds[0], ctx.folds[0]
     arrays = ctx.arrays("test", fold)
     pick = np.flatnonzero(arrays.labels == 1)[:count]
@@ -68,8 +70,16 @@ def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
     rows = [[overlay(arrays.images[i], arrays.masks[i]),
              *(heatmap(arrays.images[i], maps[n][k]) for n in names),
              overlay(arrays.images[i], masks[k])] for k, i in enumerate(pick)]
-    return image_grid(rows, [arrays.ids[i] for i in pick],
-                      [truth_title(arrays.masks[pick]), *names, f"pseudo-mask ({names[0]})"])
+    titles = [truth_title(arrays.masks[pick]), *(f"prior: {n}" for n in names),
+              f"pseudo-mask ({names[0]})"]
+    return pick, rows, titles
+
+
+def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
+    """Test positives: image with mask, each prior as a heat map, the first prior's
+    pseudo-mask."""
+    pick, rows, titles = prior_panels(ctx, count)
+    return image_grid(rows, [ctx.arrays("test", ctx.folds[0]).ids[i] for i in pick], titles)
 
 
 def run_priors(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:

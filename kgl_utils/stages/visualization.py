@@ -6,18 +6,17 @@ finished study (and computes whatever of them is missing).
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
 from kgl_utils.labels import system_name
-from kgl_utils.plots import heatmap, image_grid, overlay, truth_title
+from kgl_utils.plots import heatmap, image_grid
 from kgl_utils.results import save_figure, write_csv
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.stages.guided import all_positives, guided_cells
+from kgl_utils.stages.priors import prior_panels
 from kgl_utils.units.cells import Cell, cell_segmentation, ensure_cell
-from kgl_utils.units.priors import prior_maps, pseudo_masks
 
 
 def shown_models(ctx: StudyContext) -> dict[str, Cell]:
@@ -43,23 +42,15 @@ def saliency_metrics(ctx: StudyContext) -> pd.DataFrame:
 
 def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
     """Test positives: image with mask, priors, pseudo-mask, and each model's segmentation."""
-    seed, fold = ctx.config.seeds[0], ctx.folds[0]
-    test = ctx.arrays("test", fold)
-    pick = np.flatnonzero(test.labels == 1)[:count]
-    methods = list(ctx.config.prior.methods)
-    maps = {m: prior_maps(ctx, m, "test", seed, fold)[pick] for m in methods}
-    pseudo = pseudo_masks(ctx, maps[methods[0]])
+    test = ctx.arrays("test", ctx.folds[0])
+    pick, rows, titles = prior_panels(ctx, count)
     models = {name: cell_segmentation(ctx, cell)[pick]
               for name, cell in shown_models(ctx).items()
               if cell.method == "baseline" or (not cell.prior_as_input
                                                and cell.guidance == "pseudo_mask")}
-    rows = [[overlay(test.images[i], test.masks[i]),
-             *(heatmap(test.images[i], maps[m][k]) for m in methods),
-             overlay(test.images[i], pseudo[k]),
-             *(heatmap(test.images[i], seg[k]) for seg in models.values())]
-            for k, i in enumerate(pick)]
-    titles = [truth_title(test.masks[pick]), *(f"prior: {m}" for m in methods),
-              f"pseudo-mask ({methods[0]})", *models]
+    rows = [[*panels, *(heatmap(test.images[i], seg[k]) for seg in models.values())]
+            for k, (i, panels) in enumerate(zip(pick, rows))]
+    titles = [*titles, *models]
     return image_grid(rows, [test.ids[i] for i in pick], titles)
 
 
