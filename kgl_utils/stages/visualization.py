@@ -6,6 +6,8 @@ finished study (and computes whatever of them is missing).
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -50,7 +52,7 @@ def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
                                                and cell.guidance == "pseudo_mask")}
     rows = [[*panels, *(heatmap(test.images[i], seg[k]) for seg in models.values())]
             for k, (i, panels) in enumerate(zip(pick, rows))]
-    titles = [*titles, *models]
+    titles = [textwrap.fill(t, 24) for t in (*titles, *models)]  # long names, narrow columns
     return image_grid(rows, [test.ids[i] for i in pick], titles)
 
 
@@ -59,5 +61,5 @@ def run_visualization(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     metrics = saliency_metrics(ctx)
     write_csv(ctx.paths.table("saliency_metrics.csv"), metrics)
     figure = example_figure(ctx)
-    save_figure(figure, ctx.paths.table("saliency_examples.png"))
+    save_figure(figure, ctx.paths.table("saliency_examples.png"), dpi=80)  # a wide grid
     return metrics, figure
