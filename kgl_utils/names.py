@@ -19,10 +19,8 @@ CellMethod = Literal["baseline", "kgl"]
 distillation variant's name, and a baseline's ``prior`` and ``guidance`` are ``none``."""
 
 DATASETS: tuple[str, ...] = get_args(DatasetName)
-PRIMARY_MODELS: tuple[str, ...] = get_args(PrimaryModel)
 SALIENCY_METHODS: tuple[str, ...] = get_args(SaliencyMethod)
 CONTROL_PRIORS: tuple[str, ...] = get_args(ControlPrior)
-GUIDANCES: tuple[str, ...] = get_args(Guidance)
 CONSISTENCY_DISTANCES: tuple[str, ...] = get_args(ConsistencyDistance)
 
 METHOD_FREE_CONTROLS: tuple[str, ...] = ("full", "oracle")

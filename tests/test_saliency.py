@@ -12,15 +12,15 @@ from torch import nn
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
 from kgl_utils.models.classifiers import resnet18, vgg16
 from kgl_utils.models.segdec import SegDecNet
-from kgl_utils.saliency.controls import CONTROL_PRIORS, derangement, make_control_prior
+from kgl_utils.names import CONSISTENCY_DISTANCES
+from kgl_utils.saliency.controls import CONTROL_FUNCTIONS, derangement, make_control_prior
 from kgl_utils.saliency.differentiable import (
-    DISTANCES,
     ConsistencyLoss,
     consistency_loss,
     segdec_gradcam,
 )
 from kgl_utils.saliency.priors import (
-    SALIENCY_METHODS,
+    CAM_CLASSES,
     DefectLogitTarget,
     default_target_layer,
     extract_priors,
@@ -109,7 +109,7 @@ def test_every_registered_method_runs():
     torch.manual_seed(0)
     model = TinyCNN()
     x = images(2, 16)
-    for method in SALIENCY_METHODS:
+    for method in CAM_CLASSES:
         maps = extract_priors(model, x, method, layer="body.3", progress=False)
         assert maps.shape == (2, 16, 16), method
         assert 0 <= maps.min() and maps.max() <= 1, method
@@ -272,7 +272,7 @@ def test_blurred_prior_is_smoother_and_keeps_the_location():
 def test_oracle_prior_is_the_mask():
     maps, masks, _ = control_inputs()
     np.testing.assert_array_equal(make_control_prior("oracle", maps, masks), masks)
-    assert set(CONTROL_PRIORS) == {"random", "full", "shuffled", "blurred", "oracle"}
+    assert set(CONTROL_FUNCTIONS) == {"random", "full", "shuffled", "blurred", "oracle"}
     with pytest.raises(ValueError, match="'noise' is unknown; allowed: random, full"):
         make_control_prior("noise", maps, masks)
 
@@ -314,7 +314,7 @@ def test_segdec_gradcam_is_grad_cam_of_the_logit():
         assert np.corrcoef(ours_map.ravel(), expected_map.ravel())[0, 1] > 0.99
 
 
-@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("distance", CONSISTENCY_DISTANCES)
 def test_consistency_loss_reaches_the_final_networks_weights(distance):
     model, batch, outputs = segdec_batch()
     hook = ConsistencyLoss(distance, weight=2.0)
@@ -366,7 +366,6 @@ def test_registries_cover_the_vocabulary_exactly():
     from kgl_utils import names
     from kgl_utils.data import DATASETS
 
-    assert tuple(SALIENCY_METHODS) == names.SALIENCY_METHODS
-    assert tuple(CONTROL_PRIORS) == names.CONTROL_PRIORS
-    assert DISTANCES == names.CONSISTENCY_DISTANCES
+    assert tuple(CAM_CLASSES) == names.SALIENCY_METHODS
+    assert tuple(CONTROL_FUNCTIONS) == names.CONTROL_PRIORS
     assert tuple(DATASETS) == names.DATASETS

@@ -105,7 +105,8 @@ TINY = {**synthetic_study("units", n_train=24, n_test=12, positive_fraction=0.5,
 
 
 def counts(ctx: StudyContext) -> dict[str, int]:
-    return {kind: ctx.units.count(kind) for kind in KINDS}
+    """Unit folders of each kind, done or started."""
+    return {kind: sum(p.is_dir() for p in (ctx.paths.units / kind).glob("*")) for kind in KINDS}
 
 
 def finished(ctx: StudyContext) -> dict[str, float]:

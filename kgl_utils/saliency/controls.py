@@ -17,7 +17,7 @@ import numpy as np
 
 from kgl_utils.saliency.priors import normalise_maps
 
-ControlPrior = Callable[..., np.ndarray]
+ControlFunction = Callable[..., np.ndarray]
 PLACEMENT_TRIES = 50
 
 
@@ -105,7 +105,7 @@ def oracle_prior(maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None
     return (np.asarray(masks) > 0).astype(np.float16)
 
 
-CONTROL_PRIORS: dict[str, ControlPrior] = {
+CONTROL_FUNCTIONS: dict[str, ControlFunction] = {
     "random": random_prior,
     "full": full_prior,
     "shuffled": shuffled_prior,
@@ -118,11 +118,11 @@ def make_control_prior(
     name: str, maps: np.ndarray, masks: np.ndarray, targets: np.ndarray | None = None,
     seed: int = 0, **kwargs: float,
 ) -> np.ndarray:
-    """The control prior ``name`` (see ``CONTROL_PRIORS``) for these maps, masks and the
+    """The control prior ``name`` (see ``CONTROL_FUNCTIONS``) for these maps, masks and the
     method's binary pseudo-masks ``targets`` (``random`` needs them)."""
-    if name not in CONTROL_PRIORS:
+    if name not in CONTROL_FUNCTIONS:
         raise ValueError(f"control prior {name!r} is unknown; allowed: "
-                         f"{', '.join(CONTROL_PRIORS)}")
+                         f"{', '.join(CONTROL_FUNCTIONS)}")
     if name == "random" and targets is None:
         raise ValueError("the random control moves the method's pseudo-masks: give targets")
-    return CONTROL_PRIORS[name](np.asarray(maps), np.asarray(masks), targets, seed, **kwargs)
+    return CONTROL_FUNCTIONS[name](np.asarray(maps), np.asarray(masks), targets, seed, **kwargs)

@@ -19,7 +19,6 @@ from kgl_utils.losses import loss_weights
 from kgl_utils.names import CONSISTENCY_DISTANCES
 from kgl_utils.training import Batch, StepOutputs
 
-DISTANCES = CONSISTENCY_DISTANCES
 EPS = 1e-6
 MIN_RANGE = 1e-3
 """Smallest CAM range the min-max normalisation divides by: a nearly flat map would otherwise
@@ -66,9 +65,9 @@ def consistency_loss(
     matters, not its scale); ``cosine``: 1 − cosine similarity of the flattened maps.
     Computed in float32, so it is safe under bf16 autocast.
     """
-    if distance not in DISTANCES:
+    if distance not in CONSISTENCY_DISTANCES:
         raise ValueError(f"consistency distance {distance!r} is unknown; allowed: "
-                         f"{', '.join(DISTANCES)}")
+                         f"{', '.join(CONSISTENCY_DISTANCES)}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if saliency.shape != prior.shape or saliency.ndim != 3:
@@ -119,9 +118,9 @@ class ConsistencyLoss:
         reduction: Literal["mean", "sum"] = "sum",
         epochs: int | None = None,
     ):
-        if distance not in DISTANCES:
+        if distance not in CONSISTENCY_DISTANCES:
             raise ValueError(f"consistency distance {distance!r} is unknown; allowed: "
-                             f"{', '.join(DISTANCES)}")
+                             f"{', '.join(CONSISTENCY_DISTANCES)}")
         if weight < 0:
             raise ValueError(f"consistency weight must be >= 0, got {weight}")
         if reduction not in ("mean", "sum"):

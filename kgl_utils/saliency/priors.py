@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from kgl_utils.device import resolve_device
 
-SALIENCY_METHODS: dict[str, type[BaseCAM]] = {
+CAM_CLASSES: dict[str, type[BaseCAM]] = {
     "fullgrad": FullGrad,
     "layercam": LayerCAM,
     "gradcam": GradCAM,
@@ -69,9 +69,9 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def _check_method(method: str) -> None:
-    if method not in SALIENCY_METHODS:
+    if method not in CAM_CLASSES:
         raise ValueError(f"saliency method {method!r} is unknown; allowed: "
-                         f"{', '.join(SALIENCY_METHODS)}")
+                         f"{', '.join(CAM_CLASSES)}")
 
 
 def default_target_layer(model: nn.Module) -> str:
@@ -161,7 +161,7 @@ def extract_priors(
         cam = AblationCAM(model, target_layers, ablation_layer=AblationLayer(),
                           batch_size=batch_size)
     else:
-        cam = SALIENCY_METHODS[method](model, target_layers)
+        cam = CAM_CLASSES[method](model, target_layers)
     cam.batch_size = batch_size  # Score-CAM reads it for its masked forward passes
     maps = []
     try:

@@ -61,8 +61,6 @@ def _plain(obj: Any) -> Any:
         return dataclasses.asdict(obj)
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
     raise TypeError(f"a unit spec holds {type(obj).__name__}, which has no canonical form")
 
 
@@ -166,8 +164,3 @@ class UnitStore:
         now = time.time()
         for kind in kinds:
             write_json(self.root / kind / STALE_MARK, {"time": now})
-
-    def count(self, kind: str) -> int:
-        """How many done-or-started units of ``kind`` the store holds (for tests and logs)."""
-        folder = self.root / kind
-        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
