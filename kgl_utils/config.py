@@ -49,6 +49,11 @@ class ScaleProfile:
     width: float = 1.0
     primary_epochs: int | None = None  # None: same as ``epochs``
     primary_width: float | None = None  # VGG16 width multiplier; None: same as ``width``
+    # SegDecNet's rates at this batch size, with pixel targets and without (None: segdec.lr and
+    # segdec.weak.lr). The presets' rates are the authors' for batch 1: with the losses of a
+    # larger batch summed, a rate such as KolektorSDD's 1.0 diverges.
+    segdec_lr: float | None = None
+    weak_lr: float | None = None
 
     def __post_init__(self) -> None:
         # SegDecNet pools by 64 in all and normalises what is left, which needs 2×2 pixels.
@@ -59,6 +64,9 @@ class ScaleProfile:
         _check(0 < self.width <= 4, "width", self.width, "a multiplier in (0, 4]")
         _check(self.primary_epochs is None or self.primary_epochs >= 1, "primary_epochs",
                self.primary_epochs, "null or an integer >= 1")
+        for key in ("segdec_lr", "weak_lr"):
+            value = getattr(self, key)
+            _check(value is None or value > 0, key, value, "null or a number > 0")
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,7 @@ class SegDecConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     flips: bool = False
+    soft_class_target: bool = True  # the authors': a thin defect's image target is below 1
     weak: WeakProtocol = field(default_factory=WeakProtocol)
 
     def __post_init__(self) -> None:
@@ -143,16 +152,28 @@ class PriorConfig:
     """Stage 1.5: how saliency maps of the primary network become the knowledge prior."""
 
     methods: tuple[SaliencyMethod, ...] = ("fullgrad", "layercam")
-    layer: str | None = None  # None: the architecture's default target layer
+    # None: the architecture's default target layer; a list: several layers, fused
+    layer: str | tuple[str, ...] | None = None
     pseudo_mask: Literal["otsu", "fixed", "percentile", "soft"] = "otsu"
     threshold: float | None = None  # for fixed (in [0, 1]) or percentile (in [0, 100])
     dilate: int = 0
     controls: tuple[ControlPrior, ...] = ()
+    # extracted and scored in prior_quality.csv only, e.g. another normalisation of a method
+    quality_methods: tuple[SaliencyMethod, ...] = ()
 
     def __post_init__(self) -> None:
         needs_threshold = self.pseudo_mask in ("fixed", "percentile")
         _check(needs_threshold == (self.threshold is not None), "threshold",
                self.threshold, "a number for pseudo_mask fixed or percentile, else null")
+        layers = (self.layer,) if isinstance(self.layer, str) else self.layer or ()
+        dotted = all(part.isidentifier() or part.isdigit()
+                     for name in layers for part in name.split("."))
+        _check(self.layer is None or (dotted and 0 < len(layers) == len(set(layers))), "layer",
+               self.layer,
+               "null, a dotted layer name (e.g. features.29) or a non-empty list of distinct ones")
+        _check(len(set(self.quality_methods)) == len(self.quality_methods)
+               and not set(self.quality_methods) & set(self.methods), "quality_methods",
+               self.quality_methods, "distinct saliency methods that are not in prior.methods")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool =
         return "primary (image labels only)"
     n_a = int(row["n_a"])
     if method == "baseline":
-        return "baseline SegDecNet" + (f", {n_a} human masks" if counts else "")
+        clipped = ", gradient clipped" if _true(row.get("clipped", False)) else ""
+        return "baseline SegDecNet" + (f", {n_a} human masks" if counts else "") + clipped
     if method != "kgl":
         return f"{method} (unsupervised)"
     control = row.get("control", "none")
@@ -30,8 +31,10 @@ def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool =
         prior = row["prior"]
     else:
         prior = f"{control} control" + ("" if row["prior"] == "none" else f" of {row['prior']}")
-    if row["guidance"] == "consistency":
-        text = f"KGL, {prior} consistency loss" + (f" ({n_a} human masks)" if counts else "")
+    if row["guidance"] in ("consistency", "consistency_first_order"):
+        order = " (first order)" if row["guidance"] == "consistency_first_order" else ""
+        text = (f"KGL, {prior} consistency loss{order}"
+                + (f" ({n_a} human masks)" if counts else ""))
     else:
         whom = f"all {n_a}" if n_a == n_all else str(n_a)
         text = f"KGL, {prior} pseudo-masks" + (f" for {whom} positives" if counts else "")

@@ -9,10 +9,14 @@ from typing import Literal, get_args
 
 DatasetName = Literal["synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv"]
 PrimaryModel = Literal["vgg16", "resnet18", "resnet50"]
-SaliencyMethod = Literal["fullgrad", "layercam", "gradcam", "gradcam++", "xgradcam", "hirescam",
-                         "scorecam", "ablationcam", "eigencam"]
+SaliencyMethod = Literal["fullgrad", "fullgrad_reference", "layercam", "gradcam", "gradcam++",
+                         "xgradcam", "hirescam", "scorecam", "ablationcam", "eigencam"]
+"""``fullgrad`` scales each channel as ``pytorch_grad_cam`` does; ``fullgrad_reference`` each
+layer as a whole, as FullGrad's authors do (``kgl_utils.saliency.fullgrad``)."""
 ControlPrior = Literal["random", "full", "shuffled", "blurred", "oracle"]
-Guidance = Literal["pseudo_mask", "consistency"]
+Guidance = Literal["pseudo_mask", "consistency", "consistency_first_order"]
+"""``consistency`` trains through the final network's Grad-CAM weights (second order);
+``consistency_first_order`` holds them fixed, so only the activations are pulled."""
 ConsistencyDistance = Literal["bce", "l1", "mse", "kl", "cosine"]
 CellMethod = Literal["baseline", "kgl"]
 """The two SegDecNet methods; a result row's ``method`` may also be ``primary`` or a

@@ -40,12 +40,21 @@ TRAPEZOID_AP = ("ksdd2", "dagm")
 ``auc(recall, precision)``), not scikit-learn's step-wise average precision."""
 
 
-def published_ap(dataset: str) -> pd.DataFrame:
+CLASS_MEANS = {"dagm": 10}
+"""Datasets whose published number is the mean over classes that a study runs one at a time
+(DAGM: one study per class, the papers' ten-class mean): only the mean over every class compares
+with it, never one class."""
+
+
+def published_ap(dataset: str, classes: int | None = None) -> pd.DataFrame:
     """The published rows for a dataset (empty for datasets neither paper reports), with the
-    metric of ours that the number is to be compared with."""
+    metric of ours that the number is to be compared with. For a ``CLASS_MEANS`` dataset the
+    rows come only for a mean over all its ``classes``; for one class they are empty."""
     frame = pd.DataFrame(PUBLISHED_AP, columns=["dataset", "method", "prior", "n_a",
                                                 "published_ap", "source"])
     frame = frame.assign(control="none",
                          metric=["ap_trapezoid" if d in TRAPEZOID_AP else "ap"
                                  for d in frame["dataset"]])
+    if dataset in CLASS_MEANS and classes != CLASS_MEANS[dataset]:
+        frame = frame.iloc[:0]
     return frame[frame["dataset"] == dataset].reset_index(drop=True)

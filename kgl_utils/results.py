@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kgl_utils.evaluation.significance import t_interval
 from kgl_utils.paths import REPO_ROOT
 
 
@@ -109,11 +110,26 @@ def git_commit(root: str | os.PathLike = REPO_ROOT) -> str:
     return commit + ("+dirty" if dirty.strip() else "")
 
 
+COUNTS = ("fp", "fn")  # per-image error counts: summed over folds, not averaged
+
+
+def across_folds(frame: pd.DataFrame, by: Sequence[str], metrics: Iterable[str]) -> pd.DataFrame:
+    """Cross-validated runs as the KolektorSDD papers report them: per group and seed, the
+    metrics averaged over the folds (error counts summed); one fold leaves the runs as they are.
+    """
+    if frame["fold"].nunique() <= 1:
+        return frame
+    how = {m: "sum" if m in COUNTS else "mean" for m in metrics if m in frame.columns}
+    return frame.groupby([*by, "seed"], as_index=False, sort=False, dropna=False).agg(how)
+
+
 def summarize(
-    frame: pd.DataFrame, by: Sequence[str], metrics: Iterable[str], decimals: int = 3
+    frame: pd.DataFrame, by: Sequence[str], metrics: Iterable[str], decimals: int = 3,
+    ci: Iterable[str] = (),
 ) -> pd.DataFrame:
-    """Mean ± std of each metric per group (std over seeds or folds; blank for a single run)."""
-    metrics = [m for m in metrics if m in frame.columns]
+    """Mean ± std of each metric per group (std over seeds or folds; blank for a single run),
+    and beside each metric of ``ci`` its 95 % t-interval ``<metric>_ci95`` (blank likewise)."""
+    metrics, ci = [m for m in metrics if m in frame.columns], set(ci)
     grouped = frame.groupby(list(by), sort=False, dropna=False)
     out = grouped.size().rename("runs").reset_index()
     for m in metrics:
@@ -121,11 +137,16 @@ def summarize(
         out[m] = [f"{a:.{decimals}f}" + ("" if np.isnan(s) else f" ± {s:.{decimals}f}")
                   for a, s in zip(mean, std)]
         out[f"_{m}_mean"] = mean
+        if m in ci:
+            bounds = [t_interval(values) for _, values in grouped[m]]
+            out[f"{m}_ci95"] = ["" if np.isnan(lo) else f"[{lo:.{decimals}f}, {hi:.{decimals}f}]"
+                                for lo, hi in bounds]
     return out
 
 
 def to_markdown(frame: pd.DataFrame, title: str | None = None) -> str:
-    """A table a person reads in a terminal (hidden ``_`` columns dropped)."""
+    """A table a person reads in a terminal (hidden ``_`` columns dropped, NaN blank)."""
     shown = frame[[c for c in frame.columns if not str(c).startswith("_")]]
-    body = shown.to_markdown(index=False)
+    shown = shown.astype(object).where(shown.notna(), None)  # NaN (nothing to report): blank
+    body = shown.to_markdown(index=False, missingval="")
     return f"## {title}\n\n{body}\n" if title else body + "\n"

@@ -26,8 +26,8 @@ NOTEBOOK_OUTPUTS: dict[str, tuple[str, ...]] = {
     "01_data_preparation": ("data_summary.csv", "splits.json", "data_examples.png"),
     "02_primary_training": ("primary.csv", "primary_learning_curve.png"),
     "03_prior_extraction": ("prior_quality.csv", "prior_examples.png"),
-    "04_guided_training": ("guided.csv", "inference_cost.csv"),
-    "05_ablation_na": ("ablation.csv", "ablation.md", "ablation_ap.png"),
+    "04_guided_training": ("guided.csv", "guided.md", "guided_tests.csv", "inference_cost.csv"),
+    "05_ablation_na": ("ablation.csv", "ablation_tests.csv", "ablation.md", "ablation_ap.png"),
     "06_saliency_visualization": ("saliency_metrics.csv", "saliency_examples.png"),
 }
 

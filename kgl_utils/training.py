@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import average_precision_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -68,6 +69,7 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     flips: bool = False
+    soft_class_target: bool = True
     loss_reduction: Literal["sum", "mean"] = "sum"
     lr_schedule: Literal["constant", "cosine"] = "constant"
     max_grad_norm: float | None = None
@@ -113,13 +115,16 @@ class Batch:
 
     ``index`` are rows of the training arrays; ``flips`` (B×2 bool: horizontal, vertical) say how
     each image was flipped, so a hook can flip whatever else it looks up by ``index``.
-    ``priors`` are present whenever priors were given, whether or not the model takes them.
+    ``labels`` are the image labels (0/1), ``cls_targets`` what the classification loss aims at
+    (see ``TrainConfig.soft_class_target``). ``priors`` are present whenever priors were given,
+    whether or not the model takes them.
     """
 
     index: torch.Tensor
     flips: torch.Tensor
     images: torch.Tensor
     labels: torch.Tensor
+    cls_targets: torch.Tensor
     gamma: torch.Tensor | None = None
     seg_targets: torch.Tensor | None = None
     seg_weights: torch.Tensor | None = None
@@ -143,12 +148,15 @@ ExtraLoss = Callable[[nn.Module, Batch, StepOutputs, int], torch.Tensor]
 
 @dataclass
 class TrainResult:
-    """The trained model (on the training device), per-epoch losses and the checkpoint path."""
+    """The trained model (on the training device), per-epoch losses and the checkpoint path;
+    ``best_epoch`` (0-based) is the epoch whose weights were kept when a validation split chose
+    them, else None (the last epoch's)."""
 
     model: nn.Module
     history: pd.DataFrame
     checkpoint: Path | None
     resumed_epochs: int
+    best_epoch: int | None = None
 
 
 class NegativeSampler:
@@ -194,40 +202,65 @@ class NegativeSampler:
         self.counts = np.asarray(state["counts"], np.int64).copy()
 
 
+FLIP_CODES = ((False, False), (True, False), (False, True), (True, True))
+"""(horizontal, vertical) flips by code: the index of a target variant in ``SegTargets``."""
+
+
+def flip(array: np.ndarray, hflip: bool, vflip: bool) -> np.ndarray:
+    """An H×W(×C) array flipped left-right and/or upside down (a contiguous copy)."""
+    if hflip:
+        array = array[:, ::-1]
+    if vflip:
+        array = array[::-1]
+    return np.ascontiguousarray(array)
+
+
+@dataclass(frozen=True)
+class SegTargets:
+    """γ per image and the 1/8 targets, weights and classification targets of a run, one
+    variant per flip (``FLIP_CODES``; only the first without flips).
+
+    Each variant is computed from the flipped full-size mask: flipping a 1/8 target instead
+    would misplace it by almost a cell, since the pooling windows are not symmetric under a flip.
+    """
+
+    gamma: np.ndarray  # N
+    targets: np.ndarray  # F×N×h×w
+    weights: np.ndarray  # F×N×h×w
+    cls_targets: np.ndarray  # F×N
+
+
 class _EpochDataset(Dataset):
     """The rows of one epoch in order, flipped as planned; images stay uint8 until the device."""
 
-    def __init__(self, images, labels, index, flips, gamma=None, targets=None, weights=None,
-                 priors=None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
+                 flips: np.ndarray, seg: SegTargets | None = None,
+                 priors: np.ndarray | None = None):
         self.images, self.labels, self.index, self.flips = images, labels, index, flips
-        self.gamma, self.targets, self.weights, self.priors = gamma, targets, weights, priors
+        self.seg, self.priors = seg, priors
 
     def __len__(self) -> int:
         return len(self.index)
 
-    @staticmethod
-    def _flip(array: np.ndarray, hflip: bool, vflip: bool) -> np.ndarray:
-        if hflip:
-            array = array[:, ::-1]
-        if vflip:
-            array = array[::-1]
-        return np.ascontiguousarray(array)
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         j = int(self.index[i])
         hflip, vflip = bool(self.flips[i, 0]), bool(self.flips[i, 1])
+        label = float(self.labels[j])
         item = {
             "index": torch.tensor(j),
             "flips": torch.from_numpy(self.flips[i].copy()),
-            "images": torch.from_numpy(self._flip(self.images[j], hflip, vflip)).permute(2, 0, 1),
-            "labels": torch.tensor(float(self.labels[j])),
+            "images": torch.from_numpy(flip(self.images[j], hflip, vflip)).permute(2, 0, 1),
+            "labels": torch.tensor(label),
+            "cls_targets": torch.tensor(label),
         }
-        if self.targets is not None:
-            item["gamma"] = torch.tensor(float(self.gamma[j]))
-            item["seg_targets"] = torch.from_numpy(self._flip(self.targets[j], hflip, vflip))[None]
-            item["seg_weights"] = torch.from_numpy(self._flip(self.weights[j], hflip, vflip))[None]
+        if self.seg is not None:
+            code = FLIP_CODES.index((hflip, vflip))
+            item["gamma"] = torch.tensor(float(self.seg.gamma[j]))
+            item["seg_targets"] = torch.from_numpy(self.seg.targets[code, j])[None]
+            item["seg_weights"] = torch.from_numpy(self.seg.weights[code, j])[None]
+            item["cls_targets"] = torch.tensor(float(self.seg.cls_targets[code, j]))
         if self.priors is not None:
-            prior = self._flip(np.asarray(self.priors[j], np.float32), hflip, vflip)
+            prior = flip(np.asarray(self.priors[j], np.float32), hflip, vflip)
             item["priors"] = torch.from_numpy(prior)[None]
         return item
 
@@ -310,6 +343,8 @@ class _RunState:
     rng: np.random.Generator
     device: torch.device
 
+    best: dict | None = None  # {"epoch", "ap", "model"} of the best validated epoch so far
+
     def save(self, path: Path, fingerprint: str, epoch: int, history: list[dict],
              config: TrainConfig) -> None:
         cuda = self.device.type == "cuda"
@@ -320,6 +355,7 @@ class _RunState:
             "sampler": self.sampler.state_dict(), "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None, "history": history,
+            "best": self.best,
         }, path)
 
     def restore(self, path: Path, fingerprint: str) -> tuple[list[dict], int]:
@@ -336,7 +372,20 @@ class _RunState:
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.best = state.get("best")
         return state["history"], state["epoch"]
+
+    def validate(self, epoch: int, validation: SplitArrays, priors: np.ndarray | None,
+                 batch_size: int) -> float:
+        """AP on the validation split after ``epoch``; keeps a copy of the best epoch's weights
+        (the first of equal ones)."""
+        scores, _ = predict(self.model, validation.images, priors, batch_size=batch_size,
+                            device=self.device, progress=False)
+        ap = float(average_precision_score(validation.labels, scores))
+        if self.best is None or ap > self.best["ap"]:
+            self.best = {"epoch": epoch, "ap": ap, "model": {
+                k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+        return ap
 
 
 def _plan_epoch(positives: np.ndarray, negatives: np.ndarray, sampler: NegativeSampler,
@@ -363,18 +412,25 @@ def load_checkpoint(
 
 def _segmentation_arrays(
     data: SplitArrays, segmented: np.ndarray, masks: np.ndarray | None, config: TrainConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """γ per image and the 1/8 targets and weights, computed once for the whole run."""
+) -> SegTargets:
+    """γ per image and every flip variant of the targets, computed once for the whole run."""
     gamma = segmentation_gamma(data.labels, segmented)
     source = data.masks if masks is None else masks
     n, height, width = source.shape
-    targets = np.zeros((n, height // 8, width // 8), np.float32)
+    variants = len(FLIP_CODES) if config.flips else 1
+    targets = np.zeros((variants, n, height // 8, width // 8), np.float32)
     weights = np.ones_like(targets)
+    cls_targets = np.repeat(data.labels.astype(np.float32)[None], variants, axis=0)
     # Only positives with γ = 1 have a non-trivial target; negatives keep (0, 1).
     chosen = np.flatnonzero((gamma > 0) & (data.labels == 1))
-    targets[chosen], weights[chosen] = segmentation_targets(
-        source[chosen], dilate=config.dilate, w_pos=config.w_pos, p=config.p)
-    return gamma, targets, weights
+    for code, (hflip, vflip) in enumerate(FLIP_CODES[:variants]):
+        flipped = np.stack([flip(source[i], hflip, vflip) for i in chosen]) if len(chosen) \
+            else source[chosen]
+        targets[code, chosen], weights[code, chosen] = segmentation_targets(
+            flipped, dilate=config.dilate, w_pos=config.w_pos, p=config.p)
+        if config.soft_class_target:
+            cls_targets[code, chosen] = targets[code, chosen].max(axis=(1, 2))
+    return SegTargets(gamma, targets, weights, cls_targets)
 
 
 def _train_epoch(
@@ -394,7 +450,7 @@ def _train_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             outputs = _forward(model, batch)
             terms = mixed_supervision_loss(
-                outputs.cls_logits, batch.labels, outputs.seg_logits, batch.seg_targets,
+                outputs.cls_logits, batch.cls_targets, outputs.seg_logits, batch.seg_targets,
                 batch.seg_weights, batch.gamma, seg_weight, cls_weight)
             loss = terms.total.sum() if config.loss_reduction == "sum" else terms.total.mean()
             if extra_loss is not None:
@@ -429,6 +485,8 @@ def train(
     masks: np.ndarray | None = None,
     priors: np.ndarray | None = None,
     extra_loss: ExtraLoss | None = None,
+    validation: SplitArrays | None = None,
+    validation_priors: np.ndarray | None = None,
     run_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data``; with ``run_dir``, checkpoint there and resume from it.
@@ -438,7 +496,10 @@ def train(
     (N×H×W in [0, 1]) replace the human masks, e.g. pseudo-masks of a guided run. ``priors``
     (N×H×W in [0, 1]) are flipped with their images and fed to a model with
     ``extra_input_channels``, and reach ``extra_loss`` through ``Batch.priors``. A model without
-    ``segment``/``decide`` (an image classifier) trains on ``δ·L_cls`` alone.
+    ``segment``/``decide`` (an image classifier) trains on ``δ·L_cls`` alone. With
+    ``validation`` (and its ``validation_priors`` where the model takes them) every epoch is
+    scored by AP there and the best epoch's weights are returned, as the mixed-supervision
+    authors select their Severstal models.
 
     A ``run_dir`` holding a finished run's checkpoint returns that run without training again; an
     unfinished one is resumed. Per-epoch losses go to ``run_dir/losses.csv``.
@@ -446,9 +507,11 @@ def train(
     device = resolve_device(config.device)
     segmented = np.asarray(data.is_segmented if segmented is None else segmented, dtype=bool)
     _check_inputs(model, data, segmented, masks, priors, extra_loss)
+    if validation is not None and len(np.unique(validation.labels)) < 2:
+        raise ValueError("the validation split needs positive and negative images to choose an "
+                         "epoch by AP")
     has_seg = _has_segmentation(model)
-    gamma, targets, weights = (_segmentation_arrays(data, segmented, masks, config) if has_seg
-                               else (None, None, None))
+    seg = _segmentation_arrays(data, segmented, masks, config) if has_seg else None
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -465,7 +528,9 @@ def train(
                       np.random.default_rng(config.seed), device)
     torch.manual_seed(config.seed)
     fingerprint = _fingerprint(config, model, data, [
-        segmented, targets, weights, None if priors is None else priors[:, ::8, ::8]])
+        segmented, None if seg is None else seg.targets, None if seg is None else seg.weights,
+        None if priors is None else priors[:, ::8, ::8],
+        None if validation is None else validation.labels])
     history: list[dict] = []
     start = 0
     ckpt_path = None
@@ -483,7 +548,7 @@ def train(
                                   if has_seg else (0.0, config.delta))
         order, flips = _plan_epoch(positives, negatives, state.sampler, state.rng, config.flips)
         loader = DataLoader(
-            _EpochDataset(data.images, data.labels, order, flips, gamma, targets, weights, priors),
+            _EpochDataset(data.images, data.labels, order, flips, seg, priors),
             batch_size=config.batch_size, num_workers=config.num_workers,
             pin_memory=device.type == "cuda")
         began = time.perf_counter()
@@ -500,6 +565,9 @@ def train(
         }
         if extra_loss is not None:
             row["loss_extra"] = sums["loss_extra"] / len(loader)
+        if validation is not None:
+            row["validation_ap"] = state.validate(epoch, validation, validation_priors,
+                                                  config.batch_size)
         if not math.isfinite(sums["loss"] + sums["loss_extra"]):
             where = f" (run {run_dir})" if run_dir is not None else ""
             raise FloatingPointError(f"training diverged in epoch {epoch}{where}: the loss is "
@@ -512,7 +580,11 @@ def train(
             if done == config.epochs or (config.checkpoint_every
                                          and done % config.checkpoint_every == 0):
                 state.save(ckpt_path, fingerprint, done, history, config)
-    return TrainResult(model, pd.DataFrame(history), ckpt_path, start)
+    best_epoch = None
+    if state.best is not None:
+        model.load_state_dict(state.best["model"])
+        best_epoch = state.best["epoch"]
+    return TrainResult(model, pd.DataFrame(history), ckpt_path, start, best_epoch)
 
 
 @torch.no_grad()

@@ -36,6 +36,14 @@ def test_types_are_kept(tmp_path, base):
     assert config.guided.prior_as_input == (False, True)
 
 
+def test_prior_layer_is_one_name_a_list_or_null(tmp_path, base):
+    assert load_params(write(tmp_path, base)).prior.layer is None
+    base["prior"]["layer"] = "features.29"
+    assert load_params(write(tmp_path, base)).prior.layer == "features.29"
+    base["prior"]["layer"] = ["features.22", "features.29"]
+    assert load_params(write(tmp_path, base)).prior.layer == ("features.22", "features.29")
+
+
 def test_profile_override_changes_scale_and_hash(tmp_path, base):
     path = write(tmp_path, base)
     cpu, gpu = load_params(path), load_params(path, profile="gpu")
@@ -49,6 +57,7 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d["segdec"].update(learning_rate=1), "segdec.learning_rate: unknown key"),
     (lambda d: d["profiles"]["cpu"].update(epochs=-3), "profiles.cpu.epochs: -3 is not allowed"),
     (lambda d: d["profiles"]["cpu"].update(epochs="ten"), "profiles.cpu.epochs: 'ten'"),
+    (lambda d: d["profiles"]["cpu"].update(weak_lr=0), "profiles.cpu.weak_lr: 0.0 is not allowed"),
     (lambda d: d["data"].update(dataset="mnist"), "data.dataset: 'mnist' is not allowed; "
                                                    "expected one of synthetic"),
     (lambda d: d["primary"].update(model="alexnet"), "primary.model: 'alexnet'"),
@@ -75,6 +84,21 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d["data"].update(dataset="elpv", root=None, options={}),
      "prior.controls: ('random', 'full', 'oracle') is not allowed; expected no oracle: "
      "dataset elpv"),
+    (lambda d: d["prior"].update(layer=[]), "prior.layer: () is not allowed; expected null, a "
+                                            "dotted layer name (e.g. features.29) or a non-empty"),
+    (lambda d: d["prior"].update(layer=["features.22", "features.22"]),
+     "prior.layer: ('features.22', 'features.22') is not allowed"),
+    (lambda d: d["prior"].update(layer="features 29"), "prior.layer: 'features 29' is not allowed"),
+    (lambda d: d["prior"].update(layer=["features.22", 29]), "prior.layer: ['features.22', 29] "
+                                                             "is not allowed"),
+    (lambda d: d["prior"].update(quality_methods=["fullgrad"]),
+     "prior.quality_methods: ('fullgrad',) is not allowed; expected distinct saliency methods "
+     "that are not in prior.methods"),
+    (lambda d: d["prior"].update(quality_methods=["fullgrad_ref"]),
+     "prior.quality_methods[0]: 'fullgrad_ref' is not allowed; expected one of fullgrad, "
+     "fullgrad_reference"),
+    (lambda d: d["ablation"].update(priors=["fullgrad_reference"]),  # table only: no cells
+     "ablation.priors: 'fullgrad_reference' is not allowed; expected a method of prior.methods"),
 ])
 def test_bad_params_name_key_and_value(tmp_path, base, edit, message):
     edit(base)

@@ -14,11 +14,12 @@ COMMIT = "0123456789"
 
 
 def write_study(folder: Path) -> Path:
-    stamp = {"git_commit": COMMIT, "prior_as_input": False, "guidance": "none", "prior": "none"}
+    stamp = {"git_commit": COMMIT, "prior_as_input": False, "guidance": "none", "prior": "none",
+             "fold": None}
     pd.DataFrame([stamp | {"method": "primary", "n_a": 0, "seed": 0, "ap": 0.9,
                            "auroc": 0.95}]).to_csv(folder / "primary.csv", index=False)
-    base = {"seed": 0, "prior_as_input": False, "guidance": "pseudo_mask", "auroc": 0.5,
-            "git_commit": COMMIT, "control": "none"}
+    base = {"seed": 0, "fold": None, "prior_as_input": False, "guidance": "pseudo_mask",
+            "auroc": 0.5, "git_commit": COMMIT, "control": "none"}
     rows = [
         {"method": "baseline", "prior": "none", "n_a": 0, "ap": 0.5, "guidance": "none"},
         {"method": "kgl", "prior": "fullgrad", "n_a": 12, "ap": 0.8},
@@ -35,7 +36,7 @@ def write_study(folder: Path) -> Path:
     return folder
 
 
-def test_headline_names_each_system_of_the_first_seed(tmp_path):
+def test_headline_names_each_system_once_with_its_mean_over_seeds(tmp_path):
     table = headline(write_study(tmp_path))
     assert table["system"].tolist() == [
         "primary (image labels only)",
@@ -48,8 +49,44 @@ def test_headline_names_each_system_of_the_first_seed(tmp_path):
         "KGL, full control pseudo-masks for all 12 positives",
         "distillation (unsupervised)",
     ]
-    assert table["ap"].tolist() == [0.9, 0.5, 0.8, 0.7, 0.6, 0.55, 0.3, 0.35, 0.65]
-    assert "| baseline SegDecNet, 0 human masks | 0.500 | 0.500 |" in headline_markdown(tmp_path)
+    # The baseline without masks has two seeds: AP 0.5 and 0.1, mean 0.3, std 0.4 / √2.
+    assert table["runs"].tolist() == [1, 2, 1, 1, 1, 1, 1, 1, 1]
+    assert table["ap"].tolist() == ["0.900", "0.300 ± 0.283", "0.800", "0.700", "0.600", "0.550",
+                                    "0.300", "0.350", "0.650"]
+    assert table["p_vs_weak_holm"].isna().all()  # one seed of KGL: nothing to pair
+    assert "| baseline SegDecNet, 0 human masks | 2 | 0.300 ± 0.283 | 0.500 ± 0.000 |  |" in \
+        headline_markdown(tmp_path)
+
+
+def test_headline_tests_kgl_against_the_baseline_without_masks(tmp_path):
+    """Five seeds: the baseline without masks at AP 0.5 + 0.01·s, with all 12 masks 0.45 above;
+    KGL fullgrad 0.3 + 0.01·s above the first, layercam 0.1 + 0.01·s below it. Every one of the
+    four paired tests (each KGL against each baseline) has all five differences on one side and
+    no ties: exact two-sided Wilcoxon p = 2 / 2**5 = 0.0625; Holm over the four: 4 · 0.0625."""
+    stamp = {"git_commit": COMMIT, "fold": None, "prior_as_input": False, "control": "none",
+             "auroc": 0.5}
+    pd.DataFrame([stamp | {"method": "primary", "prior": "none", "guidance": "none", "n_a": 0,
+                           "seed": 0, "ap": 0.9}]).to_csv(tmp_path / "primary.csv", index=False)
+    rows = []
+    for seed in range(5):
+        weak = 0.5 + 0.01 * seed
+        rows += [{"method": "baseline", "prior": "none", "guidance": "none", "n_a": 0,
+                  "ap": weak},
+                 {"method": "baseline", "prior": "none", "guidance": "none", "n_a": 12,
+                  "ap": weak + 0.45},
+                 {"method": "kgl", "prior": "fullgrad", "guidance": "pseudo_mask", "n_a": 12,
+                  "ap": weak + 0.3 + 0.01 * seed},
+                 {"method": "kgl", "prior": "layercam", "guidance": "pseudo_mask", "n_a": 12,
+                  "ap": weak - 0.1 - 0.01 * seed}]
+        rows[-4:] = [stamp | row | {"seed": seed} for row in rows[-4:]]
+    pd.DataFrame(rows).to_csv(tmp_path / "guided.csv", index=False)
+    table = headline(tmp_path).set_index("system")
+    fullgrad = table.loc["KGL, fullgrad pseudo-masks for all 12 positives"]
+    # AP 0.8 + 0.02·s over s = 0 … 4: mean 0.84, std 0.02·√2.5 = 0.0316; layercam 0.4 each.
+    assert (fullgrad["runs"], fullgrad["ap"]) == (5, "0.840 ± 0.032")
+    assert table["p_vs_weak_holm"].dropna().tolist() == pytest.approx([0.25, 0.25])
+    assert "| KGL, layercam pseudo-masks for all 12 positives | 5 | 0.400 ± 0.000 | " \
+           "0.500 ± 0.000 | 0.250 |" in headline_markdown(tmp_path)
 
 
 @pytest.mark.parametrize("commits", [["0123456789", "abcdefabcd"], ["0123456789+dirty"]],

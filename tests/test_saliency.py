@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM
 from torch import nn
 
@@ -17,14 +18,16 @@ from kgl_utils.saliency.controls import CONTROL_FUNCTIONS, derangement, make_con
 from kgl_utils.saliency.differentiable import (
     ConsistencyLoss,
     consistency_loss,
+    prior_at,
     segdec_gradcam,
 )
+from kgl_utils.saliency.fullgrad import FULLGRAD_METHODS
 from kgl_utils.saliency.priors import (
     CAM_CLASSES,
     DefectLogitTarget,
     default_target_layer,
     extract_priors,
-    resolve_target_layer,
+    resolve_target_layers,
 )
 from kgl_utils.saliency.pseudo_masks import make_pseudo_masks, otsu_mask
 from kgl_utils.training import Batch, StepOutputs
@@ -82,10 +85,14 @@ def test_default_layers_follow_the_architecture(vgg):
     assert isinstance(vgg.get_submodule("features.28"), nn.Conv2d)
     assert default_target_layer(tiny_resnet()) == "layer4.1"
     assert default_target_layer(nn.Sequential(tiny_resnet())) == "0.layer4.1"
-    assert resolve_target_layer(vgg, "fullgrad") is None
+    assert resolve_target_layers(vgg, "fullgrad") == ()
+    assert resolve_target_layers(vgg, "fullgrad_reference", "features.22") == ()
+    assert resolve_target_layers(vgg, "layercam") == ("features.29",)
+    assert resolve_target_layers(vgg, "layercam", ["features.22", "features.29"]) == (
+        "features.22", "features.29")
 
 
-@pytest.mark.parametrize("method", ["fullgrad", "layercam", "gradcam"])
+@pytest.mark.parametrize("method", ["fullgrad", "fullgrad_reference", "layercam", "gradcam"])
 def test_maps_shape_range_and_reproducible_on_vgg16(vgg, method):
     x = images(3, 32)
     maps = extract_priors(vgg, x, method, batch_size=2, progress=False)
@@ -109,7 +116,7 @@ def test_every_registered_method_runs():
     torch.manual_seed(0)
     model = TinyCNN()
     x = images(2, 16)
-    for method in CAM_CLASSES:
+    for method in (*FULLGRAD_METHODS, *CAM_CLASSES):
         maps = extract_priors(model, x, method, layer="body.3", progress=False)
         assert maps.shape == (2, 16, 16), method
         assert 0 <= maps.min() and maps.max() <= 1, method
@@ -129,7 +136,8 @@ class BrightSpotDetector(nn.Module):
         return self.body(x).mean((1, 2, 3))
 
 
-@pytest.mark.parametrize("method", ["fullgrad", "layercam", "gradcam", "hirescam"])
+@pytest.mark.parametrize("method", ["fullgrad", "fullgrad_reference", "layercam", "gradcam",
+                                    "hirescam"])
 def test_maps_point_at_what_drives_the_logit(method):
     x = images(3, 32)
     squares = (x.min(axis=3) == 250).astype(np.uint8)
@@ -154,7 +162,7 @@ def test_target_is_the_single_logit():
 
 
 def test_unknown_method_and_missing_layer_stop_clearly(vgg):
-    unknown = re.escape("'gradcam+' is unknown; allowed: fullgrad, layercam")
+    unknown = re.escape("'gradcam+' is unknown; allowed: fullgrad, fullgrad_reference, layercam")
     with pytest.raises(ValueError, match=unknown):
         extract_priors(vgg, images(1), "gradcam+")
     with pytest.raises(ValueError, match=r"layer 'features.99' does not exist.*"
@@ -162,6 +170,8 @@ def test_unknown_method_and_missing_layer_stop_clearly(vgg):
         extract_priors(vgg, images(1), "layercam", layer="features.99")
     with pytest.raises(ValueError, match="no default target layer for a TinyCNN"):
         extract_priors(TinyCNN(), images(1), "gradcam")
+    with pytest.raises(ValueError, match="at least one layer"):
+        extract_priors(vgg, images(1), "layercam", layer=[])
 
 
 # --- pseudo-masks -----------------------------------------------------------------------------
@@ -288,16 +298,17 @@ def segdec_batch(extra_input_channels: int = 0, labels=(1.0, 1.0, 0.0)):
     x = torch.from_numpy(images(3, 128, seed=1)).permute(0, 3, 1, 2).float() / 255
     priors = (x.mean(1, keepdim=True) > 0.9).float()
     batch = Batch(index=torch.arange(3), flips=torch.zeros(3, 2, dtype=torch.bool), images=x,
-                  labels=torch.tensor(labels), priors=priors)
+                  labels=torch.tensor(labels), cls_targets=torch.tensor(labels), priors=priors)
     features, seg_logits = model.segment(x, priors if extra_input_channels else None)
     return model, batch, StepOutputs(model.decide(features, seg_logits), seg_logits, features)
 
 
 def test_segdec_gradcam_is_grad_cam_of_the_logit():
     model, batch, outputs = segdec_batch()
-    ours = segdec_gradcam(model, outputs.features, outputs.seg_logits, (128, 128))
-    assert ours.shape == (3, 128, 128) and ours.requires_grad
+    ours = segdec_gradcam(model, outputs.features, outputs.seg_logits)
+    assert ours.shape == (3, 16, 16) and ours.requires_grad  # the features' 1/8 resolution
     assert 0 <= ours.min().item() and ours.max().item() <= 1
+    ours = F.interpolate(ours[:, None], size=(128, 128), mode="bilinear")[:, 0]
 
     class Logit(nn.Module):  # the classifier's view, with the gradient stop lifted
         def __init__(self, net):
@@ -326,6 +337,26 @@ def test_consistency_loss_reaches_the_final_networks_weights(distance):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+def test_first_order_consistency_leaves_the_classifier_alone():
+    model, batch, outputs = segdec_batch()
+    ConsistencyLoss("l1", second_order=False)(model, batch, outputs, epoch=0).backward()
+    assert model.get_parameter("volume.0.0.weight").grad.abs().sum() > 0
+    # The Grad-CAM weights are constants: no gradient reaches the classifier through them.
+    assert model.get_parameter("fc.weight").grad is None
+    assert model.get_parameter("extractor.1.0.weight").grad is None
+
+
+def test_the_prior_is_compared_at_the_saliency_resolution():
+    prior = torch.zeros(2, 16, 16)
+    prior[0, :8, :8] = 1.0  # one 8×8 cell full
+    prior[1, 0, 0] = 1.0  # one pixel: 1/64 of its cell
+    expected = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    for pooled in prior_at(prior, (2, 2)):
+        torch.testing.assert_close(pooled, expected)  # min-max scaled like the saliency
+    torch.testing.assert_close(F.adaptive_avg_pool2d(prior[1:, None], (2, 2))[0, 0, 0, 0],
+                               torch.tensor(1 / 64))
+
+
 def test_consistency_loss_skips_negatives_and_the_prior_channel():
     model, batch, outputs = segdec_batch(labels=(0.0, 0.0, 0.0))
     assert float(ConsistencyLoss()(model, batch, outputs, 0)) == 0.0
@@ -341,8 +372,8 @@ def test_consistency_loss_skips_negatives_and_the_prior_channel():
 def test_flat_saliency_keeps_a_bounded_gradient():
     model, batch, outputs = segdec_batch()
     features = (outputs.features * 1e-5).detach().requires_grad_()  # a nearly flat map
-    saliency = segdec_gradcam(model, features, outputs.seg_logits.detach(), (128, 128))
-    consistency_loss(saliency, batch.priors[:, 0], "l1").backward()
+    saliency = segdec_gradcam(model, features, outputs.seg_logits.detach())
+    consistency_loss(saliency, prior_at(batch.priors[:, 0], (16, 16)), "l1").backward()
     assert torch.isfinite(features.grad).all() and features.grad.abs().max() < 1e3
 
 
@@ -366,6 +397,6 @@ def test_registries_cover_the_vocabulary_exactly():
     from kgl_utils import names
     from kgl_utils.data import DATASETS
 
-    assert tuple(CAM_CLASSES) == names.SALIENCY_METHODS
+    assert (*FULLGRAD_METHODS, *CAM_CLASSES) == names.SALIENCY_METHODS  # each name once
     assert tuple(CONTROL_FUNCTIONS) == names.CONTROL_PRIORS
     assert tuple(DATASETS) == names.DATASETS

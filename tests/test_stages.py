@@ -15,12 +15,18 @@ from scipy import stats
 from kgl_utils.evaluation.significance import paired_against, paired_test
 from kgl_utils.losses import dilate_mask
 from kgl_utils.paths import CHECKPOINT, LOSSES, MAPS, PREDICTIONS
+from kgl_utils.published import published_ap
 from kgl_utils.results import save_npz, write_csv
 from kgl_utils.saliency.differentiable import ConsistencyLoss
-from kgl_utils.stages.ablation import ablation_cells, bold_best, summary_table
+from kgl_utils.stages.ablation import (
+    ablation_cells,
+    bold_best,
+    class_mean_comparison,
+    summary_table,
+)
 from kgl_utils.stages.context import StudyContext
-from kgl_utils.stages.guided import all_positives
-from kgl_utils.stages.priors import example_figure, prior_quality
+from kgl_utils.stages.guided import all_positives, guided_cells
+from kgl_utils.stages.priors import example_figure, prior_quality, run_priors
 from kgl_utils.training import TrainResult, _segmentation_arrays
 from kgl_utils.units import cells
 from kgl_utils.units.cells import (
@@ -97,6 +103,7 @@ def test_summary_table_means_stds_and_p_values():
     frame = results_frame()
     summary = summary_table(frame).set_index(["method", "prior", "n_a"])
     assert len(summary) == 8
+    weak = runs_of(frame, "baseline", "none", 0)
     for n_a in (0, 5):
         base = runs_of(frame, "baseline", "none", n_a)
         for prior in ("gradcam", "random"):
@@ -105,19 +112,29 @@ def test_summary_table_means_stds_and_p_values():
             assert row["runs"] == 6
             assert row["ap"] == f"{kgl.mean():.3f} ± {kgl.std(ddof=1):.3f}"
             assert row["_ap_mean"] == pytest.approx(kgl.mean())
-            assert row["p_value"] == pytest.approx(stats.wilcoxon(kgl, base).pvalue)
+            # The headline contrast: against the baseline without masks, at every N_a.
+            assert row["p_vs_weak"] == pytest.approx(stats.wilcoxon(kgl, weak).pvalue)
+            if n_a:  # the second: against the baseline with the same N_a of human masks
+                assert row["p_vs_masks"] == pytest.approx(stats.wilcoxon(kgl, base).pvalue)
+            else:  # at N_a = 0 that baseline is the weak one, tested once
+                assert np.isnan(row["p_vs_masks"])
     # Six pairs all on one side: the exact two-sided Wilcoxon p-value is 2 / 2**6.
-    assert summary.loc[("kgl", "gradcam", 0), "p_value"] == pytest.approx(1 / 32)
-    assert summary.loc[("kgl", "gradcam", 5), "p_value"] == pytest.approx(1 / 32)
+    one_sided = [(("kgl", "gradcam", 0), "p_vs_weak"), (("kgl", "gradcam", 5), "p_vs_weak"),
+                 (("kgl", "gradcam", 5), "p_vs_masks"), (("kgl", "random", 5), "p_vs_weak")]
+    for key, column in one_sided:
+        assert summary.loc[key, column] == pytest.approx(1 / 32), (key, column)
+        # Holm over the table's six tests: 1/32 is the smallest a six-pair Wilcoxon test gives,
+        # so these four tie first; scaled by 6, 5, 4, 3 and made monotone, each is 6/32.
+        assert summary.loc[key, f"{column}_holm"] == pytest.approx(6 / 32), (key, column)
     # One pair cannot be tested; baseline and primary are not tested against themselves.
     assert summary.loc[("kgl", "layercam", 5), "ap"] == "0.700"
     for key in (("kgl", "layercam", 5), ("baseline", "none", 0), ("primary", "none", 0)):
-        assert np.isnan(summary.loc[key, "p_value"]), key
+        assert summary.loc[key, ["p_vs_weak", "p_vs_masks"]].isna().all(), key
 
     ttest = summary_table(frame, test="ttest").set_index(["method", "prior", "n_a"])
     expected = stats.ttest_rel(runs_of(frame, "kgl", "random", 5),
                                runs_of(frame, "baseline", "none", 5)).pvalue
-    assert ttest.loc[("kgl", "random", 5), "p_value"] == pytest.approx(expected)
+    assert ttest.loc[("kgl", "random", 5), "p_vs_masks"] == pytest.approx(expected)
 
 
 def test_summary_over_folds_averages_per_seed_and_pairs_single_runs():
@@ -138,8 +155,10 @@ def test_summary_over_folds_averages_per_seed_and_pairs_single_runs():
     assert summary.loc["kgl", "ap"] == f"{per_seed.mean():.3f} ± {per_seed.std():.3f}"
     assert summary.loc["kgl", "fp"] == "4.500 ± 2.121"  # per seed: 0+1+2 = 3 and 1+2+3 = 6
     assert summary.loc["kgl", "fn"] == "3.000 ± 0.000"
-    # The paired test pairs the six single runs (seed, fold), all in KGL's favour.
-    assert summary.loc["kgl", "p_value"] == pytest.approx(1 / 32)
+    # The paired test pairs the six single runs (seed, fold), all in KGL's favour; one test.
+    assert summary.loc["kgl", "p_vs_weak"] == summary.loc["kgl", "p_vs_weak_holm"] == \
+        pytest.approx(1 / 32)
+    assert np.isnan(summary.loc["kgl", "p_vs_masks"])  # no baseline with masks to pair with
 
 
 def test_bold_best_marks_the_best_mean_per_n_a():
@@ -175,14 +194,17 @@ def test_paired_against_pairs_runs_by_key_not_by_order():
                          "ap": [0.70, 0.75, 0.60, 0.90, 0.72]})
     better = base.assign(method="kgl", ap=base["ap"] + [0.01, 0.02, 0.03, 0.04, 0.05])
     lonely = pd.DataFrame({"method": ["single"], "n_a": [0], "seed": [3], "ap": [0.5]})
-    frame = pd.concat([better.iloc[::-1], base, lonely]).sample(frac=1, random_state=0)
-    out = paired_against(frame, {"method": "baseline"}, ["n_a", "seed"], ["method"],
-                         test="ttest").set_index("method")
+    treated = pd.concat([better.iloc[::-1], lonely]).sample(frac=1, random_state=0)
+    out = paired_against(treated, base.sample(frac=1, random_state=1), ["n_a", "seed"],
+                         ["method"], test="ttest").set_index("method")
     assert out.loc["kgl", "pairs"] == 5
     assert out.loc["kgl", "p_value"] == pytest.approx(
         stats.ttest_rel(better["ap"], base["ap"]).pvalue)
+    assert out.loc["kgl", "difference"] == pytest.approx(0.03)  # mean of 0.01 … 0.05
     assert out.loc["single", "pairs"] == 1 and np.isnan(out.loc["single", "p_value"])
     assert set(out["test"]) == {"ttest"}
+    with pytest.raises(ValueError, match=r"several runs per \['n_a'\]"):
+        paired_against(treated, base, ["n_a"], ["method"])
 
 
 # --- what each guided cell trains ------------------------------------------------------------
@@ -270,7 +292,7 @@ def test_consistency_cell_passes_its_loss_and_the_priors(study):
     np.testing.assert_array_equal(inputs["segmented"], ~positive | chosen(study, 3, True))
 
 
-def test_consistency_cell_fades_with_lambda_and_clips_its_gradient(study):
+def test_consistency_cell_fades_with_lambda_and_clips_its_gradient(study, tmp_path):
     cell = Cell("kgl", "gradcam", 3, 0, guidance="consistency")
     loss, epochs = training_inputs(study, cell)["extra_loss"], study.config.scale.epochs
     assert loss.epochs == epochs and loss.weight_at(0) == loss.weight
@@ -279,6 +301,17 @@ def test_consistency_cell_fades_with_lambda_and_clips_its_gradient(study):
         study.config.guided.consistency_max_grad_norm
     for other in (Cell("kgl", "gradcam", 3, 0), Cell.baseline(3, 0)):
         assert segdec_train_config(study, other).max_grad_norm is None  # the authors' loop
+    # Its control is the baseline clipped alike; the first-order variant holds the weights.
+    assert cell.clipped and segdec_train_config(study, Cell.baseline(
+        0, 0, clipped=True)).max_grad_norm == study.config.guided.consistency_max_grad_norm
+    assert training_inputs(study, cell)["extra_loss"].second_order
+    first = Cell("kgl", "gradcam", 3, 0, guidance="consistency_first_order")
+    assert first.clipped and not training_inputs(study, first)["extra_loss"].second_order
+    assert Cell.baseline(0, 0, clipped=True) not in guided_cells(study)  # no consistency asked
+    both = open_study(tmp_path, BASE, guided={
+        "guidance": ["pseudo_mask", "consistency_first_order"]})
+    cells = guided_cells(both)
+    assert Cell.baseline(0, 0, clipped=True) in cells and Cell.baseline(0, 0) in cells
 
 
 def test_hybrid_cell_keeps_human_masks_for_the_chosen_positives(study):
@@ -306,9 +339,10 @@ def test_kgl_without_guidance_is_the_baselines_training_twin(study, monkeypatch)
     # The twin is exact: its own inputs would give the baseline's γ, targets and weights.
     train, config = study.arrays("train"), segdec_train_config(study, kgl)
     own, twin = training_inputs(study, kgl), training_inputs(study, baseline)
-    for a, b in zip(_segmentation_arrays(train, own["segmented"], own["masks"], config),
-                    _segmentation_arrays(train, twin["segmented"], None, config)):
-        np.testing.assert_array_equal(a, b)
+    ours = _segmentation_arrays(train, own["segmented"], own["masks"], config)
+    theirs = _segmentation_arrays(train, twin["segmented"], None, config)
+    for name in ("gamma", "targets", "weights", "cls_targets"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
 
     runs = []
 
@@ -323,7 +357,8 @@ def test_kgl_without_guidance_is_the_baselines_training_twin(study, monkeypatch)
     assert cell_unit(study, kgl).key == cell_unit(study, baseline).key
     rows = [cell_row(study, cell) for cell in (baseline, kgl, with_input)]
     assert len(runs) == 2 and runs[0][0] != runs[1][0]  # one run for the twins
-    assert set(runs[0][2]) == {"segmented"}
+    assert set(runs[0][2]) == {"segmented", "validation", "validation_priors"}
+    assert runs[0][2]["validation"] is None  # the synthetic set has no validation list
     assert rows[1]["method"] == "kgl" and rows[1]["prior"] == "gradcam"
     assert rows[1]["ap"] == rows[0]["ap"] and rows[0]["guidance"] == "none"
     # The prior-input run was given the train priors and keeps its own test predictions.
@@ -392,6 +427,48 @@ def test_prior_tables_without_human_masks_say_nothing_was_scored(study, monkeypa
     plt.close(figure)
 
 
+def test_quality_methods_are_scored_beside_the_methods_without_cells(tmp_path):
+    """fullgrad's maps cover each mask and the left half, fullgrad_reference's the mask only
+    (over faint noise): the table holds both, controls for the study's method alone."""
+    ctx = open_study(tmp_path, BASE, prior={"methods": ["fullgrad"], "controls": ["random"],
+                                            "quality_methods": ["fullgrad_reference"]})
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        masks = ctx.arrays(split).masks.astype(float)
+        diffuse = masks.copy()
+        diffuse[:, :, :64] = 1
+        store_priors(ctx, "fullgrad", split, 0.2 * rng.random(masks.shape) + 0.8 * diffuse)
+        store_priors(ctx, "fullgrad_reference", split, 0.2 * rng.random(masks.shape) + 0.8 * masks)
+    run_priors(ctx)
+    plt.close("all")
+    table = pd.read_csv(ctx.paths.table("prior_quality.csv"))
+    assert list(zip(table["split"], table["prior"], table["control"])) == [
+        (split, prior, control) for split in ("train", "test")
+        for prior, control in (("fullgrad", "none"), ("fullgrad_reference", "none"),
+                               ("fullgrad", "random"))]
+    area = table.set_index(["split", "prior", "control"])["pseudo_mask_area"]
+    for split in ("train", "test"):
+        arrays = ctx.arrays(split)
+        masks = arrays.masks[arrays.labels == 1].astype(float)
+        union = masks.copy()
+        union[:, :, :64] = 1
+        assert area[split, "fullgrad_reference", "none"] == pytest.approx(masks.mean())
+        assert area[split, "fullgrad", "none"] == pytest.approx(union.mean())
+    for grid in (ablation_cells(ctx), guided_cells(ctx)):  # no cell trains on a quality method
+        assert {c.prior for c in grid} == {"fullgrad", "none"}
+
+
+def test_prior_units_change_with_the_layers_only_for_methods_that_use_them(tmp_path):
+    def keys(layer) -> dict[str, str]:
+        ctx = open_study(tmp_path, BASE, prior={"methods": ["fullgrad", "layercam"],
+                                                "layer": layer})
+        return {m: prior_unit(ctx, m, "train", 0, None).key for m in ("fullgrad", "layercam")}
+
+    default, one, two = keys(None), keys("features.29"), keys(["features.22", "features.29"])
+    assert default["fullgrad"] == one["fullgrad"] == two["fullgrad"]
+    assert len({default["layercam"], one["layercam"], two["layercam"]}) == 3
+
+
 # --- a guided run learns ----------------------------------------------------------------------
 
 
@@ -443,3 +520,31 @@ def test_cells_without_any_pixel_target_use_the_weak_protocol(tmp_path):
     plain = open_study(tmp_path / "plain", BASE)
     config = segdec_train_config(plain, Cell.baseline(0, 0))
     assert (config.lr, config.delta, config.dynamic_balance) == (0.01, 1.0, False)
+    # A profile's own rates (set for its batch size) come before the segdec section's.
+    profile = BASE["profiles"]["t"] | {"segdec_lr": 0.1, "weak_lr": 0.005}
+    scaled = open_study(tmp_path / "scaled", BASE, profiles={"t": profile},
+                        segdec={"lr": 1.0, "weak": {"lr": 0.01}})
+    assert segdec_train_config(scaled, Cell.baseline(3, 0)).lr == 0.1
+    assert segdec_train_config(scaled, Cell.baseline(0, 0)).lr == 0.005
+
+
+def test_dagm_compares_only_the_mean_over_all_ten_classes():
+    assert published_ap("dagm").empty and published_ap("dagm", classes=1).empty
+    # Class c: baseline N=0 at 0.5 + 0.01·c, KGL at N_a = 5 at 0.8 + 0.01·c + 0.01·seed.
+    frames = {c: pd.DataFrame([
+        {"method": m, "prior": p, "control": "none", "n_a": n, "seed": s, "fold": None,
+         "ap": a + 0.01 * c + (0.01 * s if m == "kgl" else 0)}
+        for s in (0, 1) for m, p, n, a in (("baseline", "none", 0, 0.5),
+                                           ("kgl", "fullgrad", 5, 0.8))
+    ]).assign(ap_trapezoid=lambda f: f["ap"]) for c in range(1, 11)}
+    summary, published = class_mean_comparison(frames)
+    # Mean over c = 1…10 of 0.01·c is 0.055: baseline 0.555; KGL 0.855 and 0.865, mean 0.860.
+    assert summary.set_index("method").loc[["baseline", "kgl"], "ap"].tolist() == [
+        "0.555 ± 0.000", "0.860 ± 0.007"]
+    row = published.set_index(["method", "n_a"]).loc[("baseline", 0)]
+    assert row["published_ap"] == 74.0 and row["difference"] == pytest.approx(55.5 - 74.0)
+    with pytest.raises(ValueError, match=r"average classes \[1, 2, 3"):
+        class_mean_comparison({c: f for c, f in frames.items() if c != 4})
+    frames[7] = frames[7][frames[7]["seed"] == 0]
+    with pytest.raises(ValueError, match="not every class has the run"):
+        class_mean_comparison(frames)

@@ -135,14 +135,53 @@ def test_weak_positives_and_pseudo_masks():
     guided = train(small_segdec(), unmasked, config, segmented=data.labels == 1, masks=pseudo)
     assert guided.history["loss_seg"].notna().all()
     # The pseudo-masks, not the (empty) human masks, are the positives' targets.
-    gamma, targets, _ = _segmentation_arrays(unmasked, data.labels == 1, pseudo, config)
-    positive = data.labels == 1
-    assert (gamma[positive] == 1).all() and (targets[positive].max(axis=(1, 2)) > 0).all()
+    seg = _segmentation_arrays(unmasked, data.labels == 1, pseudo, config)
+    positive, targets = data.labels == 1, seg.targets[0]
+    assert (seg.gamma[positive] == 1).all() and (targets[positive].max(axis=(1, 2)) > 0).all()
     assert targets[~positive].max() == 0
     with pytest.raises(ValueError, match=r"masks must lie in \[0, 1\]"):
         train(small_segdec(), unmasked, small_config(), masks=pseudo * 2)
     with pytest.raises(ValueError, match="masks must be N×H×W"):
         train(small_segdec(), unmasked, small_config(), masks=pseudo[:, :64])
+
+
+def _column_split(column: int, size: int = SIZE) -> SplitArrays:
+    """A positive whose mask is one full-height pixel column, a weak positive, a negative."""
+    masks = np.zeros((3, size, size), np.uint8)
+    masks[0, :, column] = 1
+    images = np.zeros((3, size, size, 1), np.uint8)
+    labels = np.array([1, 1, 0])
+    return SplitArrays(["line", "weak", "good"], images, masks, labels,
+                       np.array([True, False, False]))
+
+
+def test_flipped_targets_are_made_from_flipped_masks():
+    # The 1/8 cell k pools columns 8k-8 .. 8k+8. Column 12 lies in cells 1 and 2; mirrored it is
+    # column 115, in cells 14 and 15 -- not 13 and 14, where mirroring the 1/8 target puts it.
+    data = _column_split(12)
+    segmented = data.is_segmented | (data.labels == 0)
+    seg = _segmentation_arrays(data, segmented, None, small_config(dilate=0, flips=True))
+    assert seg.targets.shape == (4, 3, SIZE // 8, SIZE // 8)
+    columns = {code: set(np.flatnonzero(seg.targets[code, 0].max(axis=0)))
+               for code in range(4)}
+    assert columns == {0: {1, 2}, 1: {14, 15}, 2: {1, 2}, 3: {14, 15}}
+    mirrored = _column_split(SIZE - 1 - 12)
+    np.testing.assert_array_equal(seg.targets[1], _segmentation_arrays(
+        mirrored, segmented, None, small_config(dilate=0, flips=False)).targets[0])
+    assert _segmentation_arrays(data, data.is_segmented, None,
+                                small_config(flips=False)).targets.shape[0] == 1
+
+
+def test_the_classification_target_of_a_thin_defect_is_soft():
+    # A one-pixel column fills 17 of the 17×17 pixels a cell pools: the target's maximum is 1/17.
+    data = _column_split(12)
+    segmented = data.is_segmented | (data.labels == 0)
+    soft = _segmentation_arrays(data, segmented, None, small_config(dilate=0))
+    np.testing.assert_allclose(soft.cls_targets[:, 0], 1 / 17, rtol=1e-6)
+    assert (soft.cls_targets[:, 1] == 1).all() and (soft.cls_targets[:, 2] == 0).all()
+    hard = _segmentation_arrays(data, segmented, None,
+                                small_config(dilate=0, soft_class_target=False))
+    np.testing.assert_array_equal(hard.cls_targets[0], [1, 1, 0])
 
 
 def test_priors_are_flipped_with_their_images_and_fed_to_the_model():
@@ -264,3 +303,20 @@ def test_vgg16_primary_learns_from_image_labels(tmp_path):
     assert maps is None
     assert average_precision_score(test_set.labels, scores) >= 0.95
     assert result.history["loss_seg"].isna().all()
+
+
+def test_validation_keeps_the_best_epochs_weights(tmp_path):
+    data, validation = tiny_split(), tiny_split(seed=1)
+    config = small_config(epochs=4)
+    result = train(small_segdec(), data, config, validation=validation, run_dir=tmp_path / "run")
+    aps = result.history["validation_ap"].to_numpy()
+    assert len(aps) == 4 and result.best_epoch == int(aps.argmax())
+    scores, _ = predict(result.model, validation.images, batch_size=4, progress=False)
+    assert average_precision_score(validation.labels, scores) == pytest.approx(aps.max())
+    # Finished runs come back with the same choice, without training again.
+    again = train(small_segdec(), data, config, validation=validation, run_dir=tmp_path / "run")
+    assert again.best_epoch == result.best_epoch and again.resumed_epochs == 4
+    one_class = SplitArrays(validation.ids[4:], validation.images[4:], validation.masks[4:],
+                            validation.labels[4:], validation.is_segmented[4:])
+    with pytest.raises(ValueError, match="validation split needs positive and negative"):
+        train(small_segdec(), data, config, validation=one_class)

@@ -29,27 +29,41 @@ def segdec_gradcam(
     model: nn.Module,
     features: torch.Tensor,
     seg_logits: torch.Tensor,
-    size: tuple[int, int],
+    second_order: bool = True,
 ) -> torch.Tensor:
-    """Differentiable Grad-CAM of SegDecNet's logit over its features: N×H×W in [0, 1].
+    """Differentiable Grad-CAM of SegDecNet's logit over its features: N×h×w in [0, 1], at the
+    features' resolution (1/8 of the input).
 
     ``features`` and ``seg_logits`` come from ``model.segment`` in the current graph. The logit is
     recomputed with ``decide(stop_gradient=False)`` so that its gradient reaches the features
-    whatever the gradient stop of the supervised loss. Prior channels appended to the features
-    (``extra_input_channels``) are left out: otherwise the map could match the prior by copying
-    it. The map is upsampled bilinearly to ``size`` and min-max normalised per image like the
-    stored priors; a map with no positive evidence stays all zero, and a nearly flat one is divided
-    by at least ``MIN_RANGE`` so its gradient stays bounded.
+    whatever the gradient stop of the supervised loss. With ``second_order`` the channel weights
+    (the pooled gradients) stay in the graph, so a loss on the map also trains the classifier;
+    without, they are constants and only the activations are pulled. Prior channels appended to
+    the features (``extra_input_channels``) are left out: otherwise the map could match the
+    prior by copying it. The map is min-max normalised per image like the stored priors; a map
+    with no positive evidence stays all zero, and a nearly flat one is divided by at least
+    ``MIN_RANGE`` so its gradient stays bounded.
     """
     logits = model.decide(features, seg_logits, stop_gradient=False)
-    (grads,) = torch.autograd.grad(logits.sum(), features, create_graph=True)
+    (grads,) = torch.autograd.grad(logits.sum(), features, create_graph=second_order)
     own = features.shape[1] - getattr(model, "extra_input_channels", 0)
     weights = grads[:, :own].mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * features[:, :own]).sum(dim=1, keepdim=True)).float()
-    cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    low = cam.amin(dim=(1, 2), keepdim=True)
-    high = cam.amax(dim=(1, 2), keepdim=True)
-    return (cam - low) / (high - low).clamp_min(MIN_RANGE)
+    cam = F.relu((weights * features[:, :own]).sum(dim=1)).float()
+    return min_max(cam, MIN_RANGE)
+
+
+def min_max(maps: torch.Tensor, min_range: float = EPS) -> torch.Tensor:
+    """Each N×H×W map scaled to [0, 1], dividing by at least ``min_range``."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(min_range)
+
+
+def prior_at(prior: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N×H×W priors averaged over the cells of an N×h×w map and min-max scaled again: the
+    prior as the final network's 1/8 saliency can express it, at that saliency's resolution."""
+    pooled = F.adaptive_avg_pool2d(prior.float()[:, None], tuple(size))[:, 0]
+    return min_max(pooled)
 
 
 def consistency_loss(
@@ -98,16 +112,19 @@ def consistency_loss(
 class ConsistencyLoss:
     """``extra_loss`` hook: ``weight`` × distance of the final network's Grad-CAM to the prior.
 
-    Reads the priors the training loop puts in each batch (flipped with their images). Only
-    positive images count by default: a defect-free image's saliency points at nothing in
-    particular, so there is nothing to agree on. ``reduction`` "sum" adds per-image losses like
-    the loop's default ``loss_reduction``; use "mean" with a loop that averages.
+    Reads the priors the training loop puts in each batch (flipped with their images) and
+    compares at the Grad-CAM's resolution (``prior_at``): upsampling a 1/8 map to meet a
+    full-resolution prior would ask it for detail it cannot have. Only positive images count by
+    default: a defect-free image's saliency points at nothing in particular, so there is nothing
+    to agree on. ``reduction`` "sum" adds per-image losses like the loop's default
+    ``loss_reduction``; use "mean" with a loop that averages. ``second_order`` False holds the
+    Grad-CAM weights fixed (see ``segdec_gradcam``).
 
     With ``epochs`` the term is weighted like the segmentation loss it stands in for, by the
     dynamically balanced ``λ = 1 - epoch/epochs``: it shapes the features first and fades as
     the classifier takes over. The second-order gradient through the classifier can still grow
     step by step until the loss overflows; the study clips the gradient norm of these runs
-    (``TrainConfig.max_grad_norm``).
+    (``TrainConfig.max_grad_norm``), and of the baseline they are compared with.
     """
 
     def __init__(
@@ -117,6 +134,7 @@ class ConsistencyLoss:
         positives_only: bool = True,
         reduction: Literal["mean", "sum"] = "sum",
         epochs: int | None = None,
+        second_order: bool = True,
     ):
         if distance not in CONSISTENCY_DISTANCES:
             raise ValueError(f"consistency distance {distance!r} is unknown; allowed: "
@@ -129,11 +147,12 @@ class ConsistencyLoss:
             raise ValueError(f"epochs must be None or >= 1, got {epochs}")
         self.distance, self.weight = distance, weight
         self.positives_only, self.reduction, self.epochs = positives_only, reduction, epochs
+        self.second_order = second_order
 
     def __repr__(self) -> str:
         return (f"ConsistencyLoss(distance={self.distance!r}, weight={self.weight}, "
                 f"positives_only={self.positives_only}, reduction={self.reduction!r}, "
-                f"epochs={self.epochs})")
+                f"epochs={self.epochs}, second_order={self.second_order})")
 
     def weight_at(self, epoch: int) -> float:
         """The term's weight in 0-based ``epoch``: constant, or ``weight·λ`` with ``epochs``."""
@@ -152,7 +171,7 @@ class ConsistencyLoss:
         if not keep.any():
             return outputs.cls_logits.new_zeros(())
         saliency = segdec_gradcam(model, outputs.features[keep], outputs.seg_logits[keep],
-                                  batch.images.shape[-2:])
-        distance = consistency_loss(saliency, batch.priors[keep, 0], self.distance,
-                                    self.reduction)
+                                  self.second_order)
+        prior = prior_at(batch.priors[keep, 0], saliency.shape[-2:])
+        distance = consistency_loss(saliency, prior, self.distance, self.reduction)
         return self.weight_at(epoch) * distance

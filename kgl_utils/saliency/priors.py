@@ -1,25 +1,27 @@
-"""Network knowledge priors: saliency maps of the primary classifier, through ``grad-cam``.
+"""Network knowledge priors: saliency maps of the primary classifier.
 
 Every method of the study is a class of the ``pytorch_grad_cam`` package under a stable
-lower-case name; this module only supplies what the package leaves to its user: the target (the
-single defect logit), the target layer (by dotted name, with a default per architecture), batching
-and normalisation to float16 maps in [0, 1] at input resolution.
+lower-case name, but for FullGrad, computed in torch (``kgl_utils.saliency.fullgrad``), and for
+LayerCAM's fusion of several layers (``kgl_utils.saliency.layercam``). This module only supplies
+what the package leaves to its user: the target (the single defect logit), the target layers (by
+dotted name, with a default per architecture), batching and normalisation to float16 maps in
+[0, 1] at input resolution.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
-    FullGrad,
     GradCAM,
     GradCAMPlusPlus,
     HiResCAM,
-    LayerCAM,
     ScoreCAM,
     XGradCAM,
 )
@@ -30,10 +32,11 @@ from torchvision.models import ResNet
 from tqdm.auto import tqdm
 
 from kgl_utils.device import resolve_device
+from kgl_utils.saliency.fullgrad import FULLGRAD_METHODS, fullgrad
+from kgl_utils.saliency.layercam import FusedLayerCAM
 
 CAM_CLASSES: dict[str, type[BaseCAM]] = {
-    "fullgrad": FullGrad,
-    "layercam": LayerCAM,
+    "layercam": FusedLayerCAM,
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "xgradcam": XGradCAM,
@@ -42,9 +45,9 @@ CAM_CLASSES: dict[str, type[BaseCAM]] = {
     "ablationcam": AblationCAM,
     "eigencam": EigenCAM,
 }
-"""Study name → ``pytorch_grad_cam`` class."""
+"""Study name → ``pytorch_grad_cam`` class; the FullGrad methods are ``FULLGRAD_METHODS``."""
 
-LAYERLESS_METHODS = ("fullgrad",)
+LAYERLESS_METHODS = tuple(FULLGRAD_METHODS)
 """Methods that explain through every biased layer and ignore a target layer."""
 
 
@@ -69,9 +72,9 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def _check_method(method: str) -> None:
-    if method not in CAM_CLASSES:
+    if method not in FULLGRAD_METHODS and method not in CAM_CLASSES:
         raise ValueError(f"saliency method {method!r} is unknown; allowed: "
-                         f"{', '.join(CAM_CLASSES)}")
+                         f"{', '.join([*FULLGRAD_METHODS, *CAM_CLASSES])}")
 
 
 def default_target_layer(model: nn.Module) -> str:
@@ -105,22 +108,30 @@ def _layer_examples(model: nn.Module, near: str | None = None) -> list[str]:
     return close or names[-5:]
 
 
-def resolve_target_layer(model: nn.Module, method: str, layer: str | None = None) -> str | None:
-    """The target layer's dotted name for ``method`` (None for FullGrad, which ignores it).
+def resolve_target_layers(model: nn.Module, method: str,
+                          layer: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The dotted names of the layers ``method`` explains: ``layer`` (one name or several), the
+    architecture's default for None, nothing for FullGrad (which ignores them).
 
     Stops with the allowed methods for an unknown method and with a few valid names for a layer
     the model does not have.
     """
     _check_method(method)
     if method in LAYERLESS_METHODS:
-        return None
-    name = default_target_layer(model) if layer is None else layer
-    try:
-        model.get_submodule(name)
-    except AttributeError as err:
-        raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; valid names "
-                         f"include {_layer_examples(model, name)}") from err
-    return name
+        return ()
+    if layer is None:
+        names: tuple[str, ...] = (default_target_layer(model),)
+    else:
+        names = (layer,) if isinstance(layer, str) else tuple(layer)
+    if not names:
+        raise ValueError("layer must name at least one layer, got an empty list")
+    for name in names:
+        try:
+            model.get_submodule(name)
+        except AttributeError as err:
+            raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; valid "
+                             f"names include {_layer_examples(model, name)}") from err
+    return names
 
 
 def normalise_maps(maps: np.ndarray) -> np.ndarray:
@@ -130,20 +141,46 @@ def normalise_maps(maps: np.ndarray) -> np.ndarray:
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
 
 
+@contextmanager
+def _saliency(model: nn.Module, method: str, layers: tuple[str, ...],
+              batch_size: int) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
+    """``method`` as a function of one image batch to its N×H×W maps of the defect logit; any
+    hooks it placed are removed on exit."""
+    def targets(batch: torch.Tensor) -> list[DefectLogitTarget]:
+        return [DefectLogitTarget()] * len(batch)
+
+    if method in FULLGRAD_METHODS:
+        normalisation = FULLGRAD_METHODS[method]
+        yield lambda batch: fullgrad(model, batch, targets(batch), normalisation).cpu().numpy()
+        return
+    target_layers = [model.get_submodule(name) for name in layers]
+    if method == "ablationcam":  # a fresh ablation layer: the package's default is shared
+        cam = AblationCAM(model, target_layers, ablation_layer=AblationLayer(),
+                          batch_size=batch_size)
+    else:
+        cam = CAM_CLASSES[method](model, target_layers)
+    cam.batch_size = batch_size  # Score-CAM reads it for its masked forward passes
+    try:
+        yield lambda batch: cam(batch, targets=targets(batch))
+    finally:
+        cam.activations_and_grads.release()
+
+
 def extract_priors(
     model: nn.Module,
     images: np.ndarray,
     method: str = "fullgrad",
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
     """Saliency maps of the defect logit for N×H×W×C uint8 images: N×H×W float16 in [0, 1].
 
-    Images are converted exactly as in training (``images_to_tensor``). The model is moved to
-    ``device`` ("auto": CUDA when present) and left in the train/eval mode it came in, without
-    stored gradients.
+    ``layer``: the target layer's dotted name, or several (fused, see ``FusedLayerCAM``), or
+    None for the architecture's default. Images are converted exactly as in training
+    (``images_to_tensor``). The model is explained in eval mode, moved to ``device`` ("auto":
+    CUDA when present) and left in the train/eval mode it came in, without stored gradients.
     """
     _check_method(method)
     images = np.asarray(images)
@@ -152,25 +189,19 @@ def extract_priors(
                          f"{images.dtype} of shape {images.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    layer = resolve_target_layer(model, method, layer)
-    target_layers = [] if layer is None else [model.get_submodule(layer)]
+    layers = resolve_target_layers(model, method, layer)
     device = resolve_device(device)
     was_training = model.training
     model.to(device)
-    if method == "ablationcam":  # a fresh ablation layer: the package's default is shared
-        cam = AblationCAM(model, target_layers, ablation_layer=AblationLayer(),
-                          batch_size=batch_size)
-    else:
-        cam = CAM_CLASSES[method](model, target_layers)
-    cam.batch_size = batch_size  # Score-CAM reads it for its masked forward passes
     maps = []
     try:
-        for start in tqdm(range(0, len(images), batch_size), desc=f"{method} priors",
-                          disable=not progress):
-            batch = images_to_tensor(images[start:start + batch_size]).to(device)
-            maps.append(cam(batch, targets=[DefectLogitTarget()] * len(batch)))
+        model.eval()
+        with _saliency(model, method, layers, batch_size) as explain:
+            for start in tqdm(range(0, len(images), batch_size), desc=f"{method} priors",
+                              disable=not progress):
+                maps.append(explain(images_to_tensor(images[start:start + batch_size])
+                                    .to(device)))
     finally:
-        cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     height, width = images.shape[1:3]

@@ -29,13 +29,17 @@ def control_cells(ctx: StudyContext, controls: tuple[str, ...], methods: tuple[s
 def guided_cells(ctx: StudyContext) -> list[Cell]:
     """The comparison of notebook 04 for every seed and fold: baselines at N = 0 and all masks,
     KGL with every prior method × guidance × prior-as-input at N_a = all positives, and the
-    controls."""
+    controls. Consistency cells clip their gradient, so they come with a baseline at N = 0
+    clipped alike."""
     config = ctx.config
+    consistency = [g for g in config.guided.guidance if g != "pseudo_mask"]
     cells = []
     for seed in config.seeds:
         for fold in ctx.folds:
             masked = all_positives(ctx, fold, with_mask=True)
             cells += [Cell.baseline(n, seed, fold) for n in dict.fromkeys((0, masked))]
+            if consistency:
+                cells.append(Cell.baseline(0, seed, fold, clipped=True))
             n_all = all_positives(ctx, fold, with_mask=False)
             for prior in config.prior.methods:
                 for guidance in config.guided.guidance:

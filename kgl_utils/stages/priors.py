@@ -28,13 +28,16 @@ def prior_quality(ctx: StudyContext) -> pd.DataFrame:
     """Each prior (and control) against the human masks, per seed, fold and split (positives
     only), and the share of a positive image its pseudo-mask covers (defined with or without
     masks). The pseudo-mask is the segmentation target as the network trains on it. Each row
-    carries the provenance of the maps it scores.
+    carries the provenance of the maps it scores. ``prior.quality_methods`` (e.g. FullGrad's
+    reference normalisation beside grad-cam's) are scored beside ``prior.methods``, without
+    controls: they train no cells.
 
     Without human masks (ELPV) ``images`` is 0 and the mask metrics are empty, so the table
     still says what was, and was not, measured.
     """
     methods = ctx.config.prior.methods
-    variants = [(m, "none") for m in methods] + control_pairs(ctx.config.prior.controls, methods)
+    variants = ([(m, "none") for m in (*methods, *ctx.config.prior.quality_methods)]
+                + control_pairs(ctx.config.prior.controls, methods))
     rows = []
     for seed in ctx.config.seeds:
         for fold in ctx.folds:
@@ -83,10 +86,12 @@ def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
 
 
 def run_priors(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
-    """Extract every prior, then write prior_quality.csv and prior_examples.png."""
+    """Extract every prior (those of ``prior.quality_methods`` too), then write
+    prior_quality.csv and prior_examples.png."""
+    prior = ctx.config.prior
     for seed in ctx.config.seeds:
         for fold in ctx.folds:
-            for method in ctx.config.prior.methods:
+            for method in (*prior.methods, *prior.quality_methods):
                 for split in SPLITS:
                     ensure_priors(ctx, method, split, seed, fold)
     quality = prior_quality(ctx)

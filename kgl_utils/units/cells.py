@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from kgl_utils.data.base import SplitArrays
 from kgl_utils.evaluation.image_metrics import image_metrics
 from kgl_utils.losses import dilate_mask
 from kgl_utils.models.segdec import SegDecNet
@@ -32,7 +33,8 @@ from kgl_utils.training import TrainConfig, predict, train
 from kgl_utils.units.priors import prior_inputs, prior_maps, pseudo_masks
 from kgl_utils.units.store import DoneUnit, Unit
 
-CELL_KEY = ["method", "prior", "control", "n_a", "prior_as_input", "guidance", "seed", "fold"]
+CELL_KEY = ["method", "prior", "control", "n_a", "prior_as_input", "guidance", "clipped", "seed",
+            "fold"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,13 @@ class Cell:
     """One SegDecNet result: the baseline with ``n_a`` human masks, or KGL with a prior.
 
     KGL's ``n_a`` counts the positives whose pseudo-mask is a segmentation target (the paper's
-    ablation); with ``guidance="consistency"`` the prior instead pulls the network's own Grad-CAM
+    ablation); with a consistency guidance the prior instead pulls the network's own Grad-CAM
     and ``n_a`` positives keep human masks. ``hybrid`` gives every other positive its pseudo-mask
     while the ``n_a`` chosen keep human masks. A ``control`` cell trains on that control made
     from the method ``prior`` (prior "none" for the method-free ``full`` and ``oracle``). The
-    baseline has prior, control and guidance ``"none"``.
+    baseline has prior, control and guidance ``"none"``. ``clipped`` cells clip the gradient
+    norm as consistency cells must: a consistency cell is clipped, and its baseline is the
+    clipped one, so the comparison does not mix the loss with the clipping.
     """
 
     method: CellMethod
@@ -56,8 +60,11 @@ class Cell:
     guidance: Guidance | Literal["none"] = "pseudo_mask"
     hybrid: bool = False
     control: ControlPrior | Literal["none"] = "none"
+    clipped: bool = False
 
     def __post_init__(self) -> None:
+        if self.consistency and not self.clipped:
+            object.__setattr__(self, "clipped", True)
         if self.method == "baseline" and (self.prior, self.guidance, self.control) != (
                 "none", "none", "none"):
             raise ValueError(f"a baseline cell has prior, control and guidance 'none': {self}")
@@ -67,8 +74,14 @@ class Cell:
                              f"{', '.join(METHOD_FREE_CONTROLS)}: {self}")
 
     @classmethod
-    def baseline(cls, n_a: int, seed: int, fold: int | None = None) -> Cell:
-        return cls("baseline", "none", n_a, seed, fold, guidance="none")
+    def baseline(cls, n_a: int, seed: int, fold: int | None = None, clipped: bool = False
+                 ) -> Cell:
+        return cls("baseline", "none", n_a, seed, fold, guidance="none", clipped=clipped)
+
+    @property
+    def consistency(self) -> bool:
+        """Guided by a consistency loss on the network's own saliency (either order)."""
+        return self.guidance in ("consistency", "consistency_first_order")
 
     def training_twin(self) -> Cell:
         """The cell whose run this one is: KGL with no pseudo-mask, no prior input and no
@@ -90,22 +103,24 @@ class Cell:
 
 
 def segdec_train_config(ctx: StudyContext, cell: Cell) -> TrainConfig:
-    """The profile's SegDecNet settings; a consistency cell clips its gradient norm. Human
-    masks are dilated by ``data.dilate`` (thin annotations); pseudo-masks are the targets as
-    they are (``prior.dilate`` is applied when they are made)."""
+    """The profile's SegDecNet settings (its rates before the segdec section's); a consistency
+    cell clips its gradient norm. Human masks are dilated by ``data.dilate`` (thin
+    annotations); pseudo-masks are the targets as they are (``prior.dilate`` is applied when
+    they are made)."""
     config, scale = ctx.config, ctx.config.scale
     segdec, weak = config.segdec, cell.protocol == "weak"
-    consistency = cell.guidance == "consistency"
     pseudo = cell.method == "kgl" and cell.guidance == "pseudo_mask"
     return TrainConfig(
         epochs=scale.epochs, batch_size=scale.batch_size, w_pos=segdec.w_pos, p=segdec.p,
-        lr=(segdec.weak.lr or segdec.lr) if weak else segdec.lr,
+        lr=(scale.weak_lr or segdec.weak.lr or segdec.lr) if weak
+        else (scale.segdec_lr or segdec.lr),
         delta=(segdec.weak.delta or segdec.delta) if weak else segdec.delta,
         dynamic_balance=segdec.weak.dynamic_balance if weak else segdec.dynamic_balance,
         dilate=0 if pseudo else config.data.dilate, momentum=segdec.momentum,
-        weight_decay=segdec.weight_decay, flips=segdec.flips, seed=cell.seed,
+        weight_decay=segdec.weight_decay, flips=segdec.flips,
+        soft_class_target=segdec.soft_class_target, seed=cell.seed,
         device=str(ctx.device),
-        max_grad_norm=config.guided.consistency_max_grad_norm if consistency else None,
+        max_grad_norm=config.guided.consistency_max_grad_norm if cell.clipped else None,
         checkpoint_every=max(1, scale.epochs // 5), bf16=ctx.device.type == "cuda",
         channels_last=ctx.device.type == "cuda", progress=True)
 
@@ -122,18 +137,19 @@ def training_inputs(ctx: StudyContext, cell: Cell) -> dict:
     arrays = ctx.arrays("train", cell.fold)
     positive = arrays.labels == 1
     human = np.isin(arrays.ids, ctx.masked(cell.n_a, cell.seed, cell.fold, with_mask=True)) \
-        if cell.method == "baseline" or cell.guidance == "consistency" or cell.hybrid else None
+        if cell.method == "baseline" or cell.consistency or cell.hybrid else None
     if cell.method == "baseline":
         return {"segmented": ~positive | human}
     maps = prior_maps(ctx, cell.prior, "train", cell.seed, cell.fold, cell.control)
     kwargs: dict = {"priors": maps if cell.prior_as_input else None}
-    if cell.guidance == "consistency":  # fades with λ where the cell's protocol balances
+    if cell.consistency:  # fades with λ where the cell's protocol balances
         consistency = ctx.config.guided
         balanced = segdec_train_config(ctx, cell).dynamic_balance
         kwargs |= {"segmented": ~positive | human, "priors": maps,
                    "extra_loss": ConsistencyLoss(
                        consistency.consistency_distance, consistency.consistency_weight,
-                       epochs=ctx.config.scale.epochs if balanced else None)}
+                       epochs=ctx.config.scale.epochs if balanced else None,
+                       second_order=cell.guidance == "consistency")}
         return kwargs
     targets = pseudo_masks(ctx, maps)
     if cell.hybrid:  # human masks get the dilation training gives them elsewhere
@@ -142,6 +158,12 @@ def training_inputs(ctx: StudyContext, cell: Cell) -> dict:
         return kwargs | {"segmented": np.ones(len(arrays), bool), "masks": targets}
     chosen = np.isin(arrays.ids, ctx.masked(cell.n_a, cell.seed, cell.fold, with_mask=False))
     return kwargs | {"segmented": ~positive | chosen, "masks": targets}
+
+
+def validation_arrays(ctx: StudyContext, fold: int | None) -> SplitArrays | None:
+    """The split's validation list where the dataset has one (Severstal's official split files):
+    the epoch a cell keeps is chosen there, as the mixed-supervision authors do."""
+    return ctx.arrays("validation", fold) if "validation" in ctx.dataset(fold).splits else None
 
 
 def cell_unit(ctx: StudyContext, cell: Cell) -> Unit:
@@ -157,11 +179,13 @@ def cell_unit(ctx: StudyContext, cell: Cell) -> Unit:
         prior = ctx.config.prior
         spec["prior"] = {"pseudo_mask": prior.pseudo_mask, "threshold": prior.threshold,
                          "dilate": prior.dilate}
-        if run.guidance == "consistency":
+        if run.consistency:
             guided = ctx.config.guided
             spec["consistency"] = {"distance": guided.consistency_distance,
                                    "weight": guided.consistency_weight}
         splits = ("train", "test") if run.prior_as_input else ("train",)
+        if run.prior_as_input and validation_arrays(ctx, run.fold) is not None:
+            splits += ("validation",)
         inputs = prior_inputs(ctx, run.prior, run.control, splits, run.seed, run.fold)
     return Unit("segdec", spec, inputs)
 
@@ -172,9 +196,13 @@ def ensure_cell(ctx: StudyContext, cell: Cell) -> DoneUnit:
     run = cell.training_twin()
 
     def compute(folder: Path) -> dict[str, str]:
+        validation = validation_arrays(ctx, run.fold)
+        validation_priors = (prior_maps(ctx, run.prior, "validation", run.seed, run.fold,
+                                        run.control)
+                             if validation is not None and run.prior_as_input else None)
         result = train(build_segdec(ctx, run), ctx.arrays("train", run.fold),
-                       segdec_train_config(ctx, run), run_dir=folder,
-                       **training_inputs(ctx, run))
+                       segdec_train_config(ctx, run), run_dir=folder, validation=validation,
+                       validation_priors=validation_priors, **training_inputs(ctx, run))
         test = ctx.arrays("test", run.fold)
         priors = (prior_maps(ctx, run.prior, "test", run.seed, run.fold, run.control)
                   if run.prior_as_input else None)
@@ -182,7 +210,10 @@ def ensure_cell(ctx: StudyContext, cell: Cell) -> DoneUnit:
                               batch_size=ctx.config.scale.batch_size, device=ctx.device)
         save_npz(folder / PREDICTIONS, ids=np.array(test.ids), scores=scores,
                  seg=seg.astype(np.float16))
-        write_json(folder / ROW, image_metrics(test.labels, scores).as_dict(), sort_keys=False)
+        metrics = image_metrics(test.labels, scores).as_dict()
+        if result.best_epoch is not None:
+            metrics["best_epoch"] = result.best_epoch
+        write_json(folder / ROW, metrics, sort_keys=False)
         return {CHECKPOINT: "trained weights", LOSSES: "per-epoch losses",
                 PREDICTIONS: "test ids, scores and segmentation maps (1/8 size)",
                 ROW: "test image metrics"}

@@ -15,7 +15,7 @@ from kgl_utils.names import METHOD_FREE_CONTROLS, SALIENCY_METHODS
 from kgl_utils.paths import MAPS
 from kgl_utils.results import save_npz
 from kgl_utils.saliency.controls import make_control_prior
-from kgl_utils.saliency.priors import extract_priors
+from kgl_utils.saliency.priors import LAYERLESS_METHODS, extract_priors
 from kgl_utils.saliency.pseudo_masks import make_pseudo_masks
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.units.primary import load_primary, primary_unit
@@ -26,9 +26,11 @@ SPLITS = ("train", "test")
 
 def prior_unit(ctx: StudyContext, method: str, split: str, seed: int,
                fold: int | None) -> Unit:
-    return Unit("priors", {"data": ctx.data_spec(fold), "method": method,
-                           "layer": ctx.config.prior.layer, "split": split,
-                           "device": ctx.device.type},
+    """The unit of ``method``'s maps; its target layers are part of it (none for FullGrad,
+    which ignores them, so changing LayerCAM's layers leaves FullGrad's maps as they are)."""
+    layer = None if method in LAYERLESS_METHODS else ctx.config.prior.layer
+    return Unit("priors", {"data": ctx.data_spec(fold), "method": method, "layer": layer,
+                           "split": split, "device": ctx.device.type},
                 inputs=(primary_unit(ctx, seed, fold).key,))
 
 
