@@ -6,6 +6,7 @@ import pytest
 import torch
 from pytorch_grad_cam import FullGrad, LayerCAM
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from kgl_utils.models.classifiers import vgg16
 from kgl_utils.saliency.fullgrad import bias_layers, fullgrad
@@ -152,6 +153,18 @@ def test_reference_normalisation_does_not_amplify_a_weak_channel():
     ours_mask, theirs_mask = make_pseudo_masks(ours), make_pseudo_masks(theirs)
     np.testing.assert_array_equal(ours_mask, square)
     assert theirs_mask.sum() >= square.sum() + grey.sum()
+
+
+def test_fullgrad_runs_under_a_flop_counter():
+    # The inference-cost unit counts FLOPs of the whole prior pipeline; the counter's backward
+    # hooks must not break the saliency pass, nor change it.
+    model, x = primary_like(True), images_to_tensor(grey_images(2))
+    expected = fullgrad(model, x, targets(2))
+    with FlopCounterMode(display=False) as counter:
+        counted = fullgrad(model, x, targets(2))
+    torch.testing.assert_close(counted, expected)
+    assert counter.get_total_flops() > 0
+    assert all(p.grad is None for p in model.parameters())  # parameters' gradients untouched
 
 
 def test_fullgrad_needs_a_biased_layer():

@@ -111,7 +111,10 @@ def fullgrad(
             outputs = model(images)
             score = torch.stack([target(out) for target, out in zip(targets, outputs,
                                                                     strict=True)]).sum()
-            (input_grad,) = torch.autograd.grad(score, images)
+            # backward(inputs=), not autograd.grad: module hooks that observe the backward
+            # (FlopCounterMode's, in the inference-cost unit) do not support autograd.grad.
+            score.backward(inputs=[images])
+        input_grad = images.grad
     finally:
         for handle in handles:
             handle.remove()
