@@ -25,6 +25,7 @@ from kgl_utils.names import (
     ControlPrior,
     DatasetName,
     Guidance,
+    Precision,
     PrimaryModel,
     SaliencyMethod,
 )
@@ -54,6 +55,10 @@ class ScaleProfile:
     # larger batch summed, a rate such as KolektorSDD's 1.0 diverges.
     segdec_lr: float | None = None
     weak_lr: float | None = None
+    # auto: bf16 autocast + channels_last where the hardware has bf16 matrix units (CUDA, or a
+    # CPU with AMX/AVX512-BF16), else fp32; training, prior extraction and inference.
+    precision: Precision = "auto"
+    deterministic: bool = False  # fp32, deterministic algorithms, no autotuning: bit-exact reruns
 
     def __post_init__(self) -> None:
         # SegDecNet pools by 64 in all and normalises what is left, which needs 2×2 pixels.
@@ -64,6 +69,8 @@ class ScaleProfile:
         _check(0 < self.width <= 4, "width", self.width, "a multiplier in (0, 4]")
         _check(self.primary_epochs is None or self.primary_epochs >= 1, "primary_epochs",
                self.primary_epochs, "null or an integer >= 1")
+        _check(not (self.deterministic and self.precision == "bf16"), "precision",
+               self.precision, "auto or fp32 when deterministic is true")
         for key in ("segdec_lr", "weak_lr"):
             value = getattr(self, key)
             _check(value is None or value > 0, key, value, "null or a number > 0")

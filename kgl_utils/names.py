@@ -18,6 +18,7 @@ Guidance = Literal["pseudo_mask", "consistency", "consistency_first_order"]
 """``consistency`` trains through the final network's Grad-CAM weights (second order);
 ``consistency_first_order`` holds them fixed, so only the activations are pulled."""
 ConsistencyDistance = Literal["bce", "l1", "mse", "kl", "cosine"]
+Precision = Literal["auto", "fp32", "bf16"]
 CellMethod = Literal["baseline", "kgl"]
 """The two SegDecNet methods; a result row's ``method`` may also be ``primary`` or a
 distillation variant's name, and a baseline's ``prior`` and ``guidance`` are ``none``."""

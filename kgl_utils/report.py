@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from kgl_utils.evaluation.significance import format_p
-from kgl_utils.stages.comparison import comparison_tables
+from kgl_utils.stages.comparison import comparison_tables, primary_caveat
 
 
 class ProvenanceError(ValueError):
@@ -67,7 +67,8 @@ def headline_markdown(results: str | os.PathLike) -> str:
              "|---|---|---|---|---|"]
     lines += [f"| {row.system} | {row.runs} | {row.ap} | {row.auroc} | "
               f"{format_p(row.p_vs_weak_holm)} |" for row in headline(results).itertuples()]
-    return "\n".join(lines)
+    caveat = primary_caveat(pd.read_csv(Path(results) / "primary.csv"))
+    return "\n".join(lines + ([f"\n**Caveat.** {caveat}"] if caveat else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,16 @@ def test_headline_names_each_system_once_with_its_mean_over_seeds(tmp_path):
         headline_markdown(tmp_path)
 
 
+def test_a_primary_near_chance_is_said_beside_the_headline(tmp_path):
+    assert "Caveat" not in headline_markdown(write_study(tmp_path))  # AUROC 0.95
+    primary = pd.read_csv(tmp_path / "primary.csv", dtype={"git_commit": str})
+    pd.concat([primary, primary.assign(seed=1, auroc=0.5)]).to_csv(tmp_path / "primary.csv",
+                                                                   index=False)
+    # Mean AUROC (0.95 + 0.5) / 2 = 0.725, under 0.75.
+    text = headline_markdown(tmp_path)
+    assert "**Caveat.** The primary classifier's test AUROC is 0.72, under 0.75" in text
+
+
 def test_headline_tests_kgl_against_the_baseline_without_masks(tmp_path):
     """Five seeds: the baseline without masks at AP 0.5 + 0.01·s, with all 12 masks 0.45 above;
     KGL fullgrad 0.3 + 0.01·s above the first, layercam 0.1 + 0.01·s below it. Every one of the

@@ -28,6 +28,22 @@ SYSTEM = ["method", "prior", "control", "prior_as_input", "guidance", "clipped",
 CONTRASTS = ("vs_weak", "vs_masks")
 
 
+PRIMARY_AUROC_FLOOR = 0.75
+"""Below this test AUROC the primary barely classifies, so its saliency cannot point at defects."""
+
+
+def primary_caveat(primary: pd.DataFrame) -> str:
+    """What a reader must know beside the KGL rows when the primary's mean test AUROC is under
+    ``PRIMARY_AUROC_FLOOR``: its priors cannot be informative, so KGL against its controls
+    tests the training targets, not the primary's knowledge. Empty otherwise."""
+    auroc = float(primary["auroc"].mean())
+    if auroc >= PRIMARY_AUROC_FLOOR:
+        return ""
+    return (f"The primary classifier's test AUROC is {auroc:.2f}, under "
+            f"{PRIMARY_AUROC_FLOOR}: it barely classifies, so its priors cannot be informative "
+            f"and the KGL rows do not test the prior's knowledge.")
+
+
 def with_primary(ctx: StudyContext, frame: pd.DataFrame) -> pd.DataFrame:
     """The image-labels-only primary classifier of notebook 02 as a row of the table."""
     primary = pd.read_csv(ctx.paths.table("primary.csv"))

@@ -18,7 +18,7 @@ from kgl_utils.config import StudyConfig, load_params
 from kgl_utils.data import load_dataset
 from kgl_utils.data.base import DefectDataset, SplitArrays
 from kgl_utils.data.splits import choose_masked
-from kgl_utils.device import resolve_device
+from kgl_utils.device import make_deterministic, resolve_device, resolve_precision
 from kgl_utils.paths import StudyPaths, in_repo
 from kgl_utils.units.store import DoneUnit, UnitStore
 
@@ -39,6 +39,8 @@ class StudyContext:
         if not params_path.is_absolute() and not params_path.exists():
             params_path = in_repo(params_path)  # opened from notebooks/ in JupyterLab
         config = load_params(params_path, profile)
+        if config.scale.deterministic:
+            make_deterministic()
         paths = StudyPaths.of(config.study, results_root)
         paths.results.mkdir(parents=True, exist_ok=True)
         return cls(config, paths)
@@ -54,6 +56,13 @@ class StudyContext:
     @cached_property
     def device(self) -> torch.device:
         return resolve_device(self.config.device)
+
+    @cached_property
+    def bf16(self) -> bool:
+        """Whether networks train and infer under bf16 autocast with channels_last memory (the
+        profile's ``precision``, ``auto`` resolved for this machine)."""
+        scale = self.config.scale
+        return resolve_precision(scale.precision, self.device, scale.deterministic) == "bf16"
 
     @cached_property
     def params_hash(self) -> str:

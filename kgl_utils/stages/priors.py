@@ -7,6 +7,8 @@ so the ablation can ask whether the primary network's knowledge helps or any map
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -14,6 +16,7 @@ from matplotlib.figure import Figure
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
 from kgl_utils.plots import heatmap, image_grid, overlay, truth_title
 from kgl_utils.results import save_figure, write_csv
+from kgl_utils.stages.comparison import primary_caveat
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.units.priors import (
     SPLITS,
@@ -87,7 +90,12 @@ def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
 
 def run_priors(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     """Extract every prior (those of ``prior.quality_methods`` too), then write
-    prior_quality.csv and prior_examples.png."""
+    prior_quality.csv and prior_examples.png. Warns first when notebook 02's primary barely
+    classifies (``primary_caveat``)."""
+    primary = ctx.paths.table("primary.csv")
+    caveat = primary_caveat(pd.read_csv(primary)) if primary.is_file() else ""
+    if caveat:
+        warnings.warn(caveat, stacklevel=2)
     prior = ctx.config.prior
     for seed in ctx.config.seeds:
         for fold in ctx.folds:

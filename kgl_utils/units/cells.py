@@ -121,8 +121,8 @@ def segdec_train_config(ctx: StudyContext, cell: Cell) -> TrainConfig:
         soft_class_target=segdec.soft_class_target, seed=cell.seed,
         device=str(ctx.device),
         max_grad_norm=config.guided.consistency_max_grad_norm if cell.clipped else None,
-        checkpoint_every=max(1, scale.epochs // 5), bf16=ctx.device.type == "cuda",
-        channels_last=ctx.device.type == "cuda", progress=True)
+        checkpoint_every=max(1, scale.epochs // 5), bf16=ctx.bf16, channels_last=ctx.bf16,
+        progress=True)
 
 
 def build_segdec(ctx: StudyContext, cell: Cell) -> SegDecNet:
@@ -207,7 +207,8 @@ def ensure_cell(ctx: StudyContext, cell: Cell) -> DoneUnit:
         priors = (prior_maps(ctx, run.prior, "test", run.seed, run.fold, run.control)
                   if run.prior_as_input else None)
         scores, seg = predict(result.model, test.images, priors,
-                              batch_size=ctx.config.scale.batch_size, device=ctx.device)
+                              batch_size=ctx.config.scale.batch_size, device=ctx.device,
+                              bf16=ctx.bf16, channels_last=ctx.bf16)
         save_npz(folder / PREDICTIONS, ids=np.array(test.ids), scores=scores,
                  seg=seg.astype(np.float16))
         metrics = image_metrics(test.labels, scores).as_dict()
