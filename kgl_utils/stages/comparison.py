@@ -60,9 +60,10 @@ def system_runs(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.merge(n_all.reset_index(), on=["seed", "fold"], how="left")
     names = [system_name(row, None if pd.isna(row["n_all"]) else int(row["n_all"]))
              for _, row in runs.iterrows()]
-    clipped = runs.get("clipped", pd.Series(False, index=runs.index)).fillna(False)
+    # Rows without the column (the primary's, older tables) are not clipped.
+    clipped = runs["clipped"].eq(True) if "clipped" in runs else False
     return runs.drop(columns="n_all").assign(system=names, pixel_targets=runs["n_a"] > 0,
-                                             clipped=clipped.astype(bool))
+                                             clipped=clipped)
 
 
 def comparison_tables(runs: pd.DataFrame, test: Test = "wilcoxon"
