@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kgl_utils.names import CONSISTENCY_GUIDANCES
+
 
 def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool = True) -> str:
     """``primary (image labels only)``, ``baseline SegDecNet, 20 human masks``, ``KGL, fullgrad
@@ -31,7 +33,7 @@ def system_name(row: Mapping[str, Any], n_all: int | None = None, counts: bool =
         prior = row["prior"]
     else:
         prior = f"{control} control" + ("" if row["prior"] == "none" else f" of {row['prior']}")
-    if row["guidance"] in ("consistency", "consistency_first_order"):
+    if row["guidance"] in CONSISTENCY_GUIDANCES:
         order = " (first order)" if row["guidance"] == "consistency_first_order" else ""
         text = (f"KGL, {prior} consistency loss{order}"
                 + (f" ({n_a} human masks)" if counts else ""))

@@ -27,6 +27,8 @@ DATASETS: tuple[str, ...] = get_args(DatasetName)
 SALIENCY_METHODS: tuple[str, ...] = get_args(SaliencyMethod)
 CONTROL_PRIORS: tuple[str, ...] = get_args(ControlPrior)
 CONSISTENCY_DISTANCES: tuple[str, ...] = get_args(ConsistencyDistance)
+CONSISTENCY_GUIDANCES: tuple[str, ...] = ("consistency", "consistency_first_order")
+"""The guidances that pull the network's own saliency instead of giving pseudo-masks."""
 
 METHOD_FREE_CONTROLS: tuple[str, ...] = ("full", "oracle")
 """Controls that need no saliency method (their cells have prior ``none``); the others are

@@ -25,13 +25,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import average_precision_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from kgl_utils.data.base import SplitArrays
 from kgl_utils.device import resolve_device
+from kgl_utils.evaluation.image_metrics import image_metrics
 from kgl_utils.losses import (
     loss_weights,
     mixed_supervision_loss,
@@ -381,7 +381,7 @@ class _RunState:
         (the first of equal ones)."""
         scores, _ = predict(self.model, validation.images, priors, batch_size=batch_size,
                             device=self.device, progress=False)
-        ap = float(average_precision_score(validation.labels, scores))
+        ap = image_metrics(validation.labels, scores).ap
         if self.best is None or ap > self.best["ap"]:
             self.best = {"epoch": epoch, "ap": ap, "model": {
                 k: v.detach().clone() for k, v in self.model.state_dict().items()}}

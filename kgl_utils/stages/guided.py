@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kgl_utils.names import CONSISTENCY_GUIDANCES
 from kgl_utils.results import write_csv
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.units.cells import Cell, cell_row
@@ -32,7 +33,7 @@ def guided_cells(ctx: StudyContext) -> list[Cell]:
     controls. Consistency cells clip their gradient, so they come with a baseline at N = 0
     clipped alike."""
     config = ctx.config
-    consistency = [g for g in config.guided.guidance if g != "pseudo_mask"]
+    consistency = any(g in CONSISTENCY_GUIDANCES for g in config.guided.guidance)
     cells = []
     for seed in config.seeds:
         for fold in ctx.folds:

@@ -19,6 +19,7 @@ from kgl_utils.evaluation.image_metrics import image_metrics
 from kgl_utils.losses import dilate_mask
 from kgl_utils.models.segdec import SegDecNet
 from kgl_utils.names import (
+    CONSISTENCY_GUIDANCES,
     METHOD_FREE_CONTROLS,
     CellMethod,
     ControlPrior,
@@ -81,7 +82,7 @@ class Cell:
     @property
     def consistency(self) -> bool:
         """Guided by a consistency loss on the network's own saliency (either order)."""
-        return self.guidance in ("consistency", "consistency_first_order")
+        return self.guidance in CONSISTENCY_GUIDANCES
 
     def training_twin(self) -> Cell:
         """The cell whose run this one is: KGL with no pseudo-mask, no prior input and no
