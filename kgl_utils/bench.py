@@ -1,10 +1,18 @@
-"""Throughput benchmark: ``python -m kgl_utils.bench [--device auto]``.
+"""Throughput benchmark: ``python -m kgl_utils.bench [--device auto] [--compile]``.
 
-Measures SegDecNet training and inference images/s at KolektorSDD2 (232×640×3) and KolektorSDD
-(512×1408×1) size and VGG16 training images/s, on random data, with warm-up iterations excluded.
-On CUDA inference runs batched under bf16 autocast with channels_last memory (the deployment
-setting); on CPU everything is float32 with small batches so the run takes a few minutes. Prints
-the table and writes ``results/bench/<host>.csv``.
+Three parts, each measured in float32 and in the fast setting (bf16 autocast with channels_last
+memory; with ``--compile`` also under ``torch.compile``) in one run, on random data, warm-up
+iterations excluded:
+
+* SegDecNet training and inference at the papers' sizes, 232×640×3 (KolektorSDD2) and
+  512×1408×1 (KolektorSDD), full width;
+* the bare 15×15 convolution that dominates SegDecNet's arithmetic, as the rate the hardware
+  reaches on it: each SegDecNet row reports the share of that rate it reaches (its FLOPs per
+  image, counted by ``torch.utils.flop_counter``, times its images/s);
+* prior extraction, images/s of every saliency method on the primary network next to one
+  training step of that network, so a method's cost reads in training steps.
+
+Prints the table and the fp32 → best ratios and writes ``results/bench/<host>.csv``.
 """
 
 from __future__ import annotations
@@ -14,19 +22,66 @@ import platform
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from kgl_utils.device import resolve_device
 from kgl_utils.models.classifiers import vgg16
 from kgl_utils.models.segdec import SegDecNet
 from kgl_utils.results import write_csv
+from kgl_utils.saliency.priors import extract_priors
 
 SIZES = {"ksdd2": (3, 232, 640), "ksdd": (1, 512, 1408)}
+"""SegDecNet inputs (C, H, W) at the papers' sizes."""
+
+PRIOR_SIZE = (1, 256, 704)
+"""Prior extraction: Magnetic Tile / KolektorSDD-like grey images at the CPU profiles' scale."""
+
+PRIOR_METHODS = ("gradcam", "layercam", "fullgrad", "fullgrad_reference")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a network runs: float32 or bf16 autocast, memory layout, compiled or eager."""
+
+    name: str
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+
+FP32 = Setting("fp32")
+BF16 = Setting("bf16+channels_last", bf16=True, channels_last=True)
+COMPILED = replace(BF16, name="bf16+channels_last+compile", compile=True)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Batch sizes and iteration counts: small on a CPU so the run takes minutes."""
+
+    train_batch: int
+    infer_batch: int
+    large_batch: int  # both modes at 512×1408, where one CPU image takes seconds
+    iters: int
+    warmup: int
+    prior_batch: int
+    prior_images: int
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> Budget:
+        if device.type == "cuda":
+            return cls(train_batch=8, infer_batch=128, large_batch=8, iters=20, warmup=5,
+                       prior_batch=32, prior_images=256)
+        return cls(train_batch=8, infer_batch=8, large_batch=2, iters=2, warmup=1,
+                   prior_batch=8, prior_images=16)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -47,24 +102,29 @@ def _throughput(step: Callable[[], None], batch: int, iters: int, warmup: int,
     return batch * iters / (time.perf_counter() - began)
 
 
-def _inputs(shape: tuple[int, int, int], batch: int, device: torch.device,
-            channels_last: bool) -> torch.Tensor:
+def _inputs(shape: tuple[int, ...], batch: int, device: torch.device,
+            setting: Setting) -> torch.Tensor:
     x = torch.rand(batch, *shape, device=device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return x.contiguous(memory_format=torch.channels_last) if setting.channels_last else x
 
 
-def bench_train(model: torch.nn.Module, shape: tuple[int, int, int], batch: int, iters: int,
-                warmup: int, device: torch.device, bf16: bool, channels_last: bool) -> float:
-    """One SGD step per call: forward, BCE on every output, backward, update."""
-    model.to(device).train()
-    if channels_last:
+def _prepared(model: nn.Module, device: torch.device, setting: Setting) -> nn.Module:
+    model.to(device)
+    if setting.channels_last:
         model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, device: torch.device,
+                setting: Setting) -> Callable[[], None]:
+    """One SGD step per call: forward, BCE on every output, backward, update."""
+    model.train()
+    forward = torch.compile(model) if setting.compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-    x = _inputs(shape, batch, device, channels_last)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.bf16):
+            out = forward(x)
             outputs = out if isinstance(out, tuple) else (out,)
             loss = sum(F.binary_cross_entropy_with_logits(o.float(), torch.zeros_like(o.float()))
                        for o in outputs)
@@ -72,22 +132,42 @@ def bench_train(model: torch.nn.Module, shape: tuple[int, int, int], batch: int,
         loss.backward()
         optimizer.step()
 
-    return _throughput(step, batch, iters, warmup, device)
+    return step
 
 
-@torch.no_grad()
-def bench_infer(model: torch.nn.Module, shape: tuple[int, int, int], batch: int, iters: int,
-                warmup: int, device: torch.device, bf16: bool, channels_last: bool) -> float:
-    model.to(device).eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    x = _inputs(shape, batch, device, channels_last)
+def _infer_step(model: nn.Module, x: torch.Tensor, device: torch.device,
+                setting: Setting) -> Callable[[], None]:
+    model.eval()
+    forward = torch.compile(model) if setting.compile else model
 
+    @torch.no_grad()
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            model(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=setting.bf16):
+            forward(x)
 
-    return _throughput(step, batch, iters, warmup, device)
+    return step
+
+
+def step_flops(step: Callable[[], None]) -> int:
+    """FLOPs of one call of ``step``, counted on the ops it runs (an eager step)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def conv_rate(channels: tuple[int, int], kernel: int, size: tuple[int, int], batch: int,
+              iters: int, warmup: int, device: torch.device, setting: Setting) -> float:
+    """FLOP/s of one bare convolution's forward pass (2 FLOPs per multiply-add)."""
+    conv = _prepared(nn.Conv2d(*channels, kernel, padding=kernel // 2, bias=False), device,
+                     setting)
+    x = _inputs((channels[0], *size), batch, device, setting)
+    images_per_s = _throughput(_infer_step(conv, x, device, setting), batch, iters, warmup,
+                               device)
+    return images_per_s * 2 * channels[0] * channels[1] * kernel ** 2 * size[0] * size[1]
+
+
+def _shape_name(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape[1:] + shape[:1]))
 
 
 def device_name(device: torch.device) -> str:
@@ -96,59 +176,139 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def run(device: str = "auto", train_batch: int | None = None, infer_batch: int | None = None,
-        iters: int | None = None, warmup: int | None = None, width: float = 1.0,
-        progress: bool = True) -> pd.DataFrame:
-    """All benchmarks on ``device``; ``None`` picks CPU- or CUDA-sized defaults."""
-    dev = resolve_device(device)
-    cuda = dev.type == "cuda"
-    train_batch = train_batch or (8 if cuda else 1)
-    infer_batch = infer_batch or (64 if cuda else 1)
-    iters = iters or (20 if cuda else 2)
-    warmup = warmup if warmup is not None else (5 if cuda else 1)
-    if min(train_batch, infer_batch, iters) < 1 or warmup < 0 or not width > 0:
-        raise ValueError("batch sizes and iters must be >= 1, warmup >= 0 and width > 0")
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    bf16 = channels_last = cuda
-    cases = [(model, mode, shape, train_batch if mode == "train" else infer_batch)
-             for shape in SIZES.values() for model, mode in (("segdecnet", "train"),
-                                                             ("segdecnet", "inference"))]
-    cases.append(("vgg16", "train", SIZES["ksdd2"], train_batch))
+def bench_segdecnet(device: torch.device, budget: Budget, settings: list[Setting],
+                    width: float = 1.0, progress: bool = True) -> list[dict]:
+    """SegDecNet train and inference rows at both paper sizes, with the share of the bare 15×15
+    convolution's bf16 rate (same input) that the whole network reaches."""
     rows = []
-    for model_name, mode, shape, batch in tqdm(cases, desc="bench", disable=not progress):
+    for name, shape in tqdm(SIZES.items(), desc="SegDecNet", disable=not progress):
+        features = (shape[1] // 8, shape[2] // 8)
+        conv = {s.name: conv_rate((round(64 * width), round(1024 * width)), 15, features,
+                                  budget.large_batch if name == "ksdd" else budget.infer_batch,
+                                  budget.iters, budget.warmup, device, replace(s, compile=False))
+                for s in (FP32, BF16)}
+        for mode in ("train", "inference"):
+            batch = budget.large_batch if name == "ksdd" else (
+                budget.train_batch if mode == "train" else budget.infer_batch)
+            make = _train_step if mode == "train" else _infer_step
+            for setting in settings:
+                torch.manual_seed(0)
+                model = _prepared(SegDecNet(shape[0], width=width), device, setting)
+                x = _inputs(shape, batch, device, setting)
+                eager = replace(setting, compile=False)
+                flops = step_flops(make(model, x[:1], device, eager))
+                rate = _throughput(make(model, x, device, setting), batch, budget.iters,
+                                   budget.warmup, device)
+                rows.append({"part": "segdecnet", "mode": mode, "input": _shape_name(shape),
+                             "setting": setting.name, "images_per_s": rate, "batch_size": batch,
+                             "gflop_per_image": flops / 1e9,
+                             "conv_gflop_per_s": conv[BF16.name if setting.bf16 else FP32.name]
+                             / 1e9,
+                             "share_of_bf16_conv_rate": flops * rate / conv[BF16.name]})
+                del model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    return rows
+
+
+def bench_priors(device: torch.device, budget: Budget, settings: list[Setting],
+                 width: float = 0.25, progress: bool = True) -> list[dict]:
+    """Images/s of each saliency method on the primary VGG16-BN, beside its training step."""
+    rows = []
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (budget.prior_images, *PRIOR_SIZE[1:], PRIOR_SIZE[0]),
+                          dtype=np.uint8)
+    for setting in tqdm(settings, desc="priors", disable=not progress):
         torch.manual_seed(0)
-        model = (SegDecNet(shape[0], width=width) if model_name == "segdecnet"
-                 else vgg16(shape[0], width=width))
-        fn = bench_train if mode == "train" else bench_infer
-        rate = fn(model, shape, batch, iters, warmup, dev, bf16, channels_last)
-        rows.append({
-            "model": model_name, "mode": mode, "input": "x".join(map(str, shape[1:] + shape[:1])),
-            "images_per_s": round(rate, 3), "batch_size": batch,
-            "precision": "bf16-autocast" if bf16 else "fp32", "channels_last": channels_last,
-            "width": width, "iters": iters, "warmup": warmup,
-            "device": device_name(dev), "torch": torch.__version__,
-        })
-        if cuda:
-            torch.cuda.empty_cache()
-    return pd.DataFrame(rows)
+        model = _prepared(vgg16(PRIOR_SIZE[0], width=width, batch_norm=True), device,
+                          replace(setting, compile=False))
+        x = _inputs(PRIOR_SIZE, budget.prior_batch, device, setting)
+        step = _train_step(model, x, device, replace(setting, compile=False))
+        train_rate = _throughput(step, budget.prior_batch, budget.iters, budget.warmup, device)
+        common = {"part": "priors", "input": _shape_name(PRIOR_SIZE), "setting": setting.name,
+                  "batch_size": budget.prior_batch}
+        rows.append({**common, "mode": "primary train", "images_per_s": train_rate,
+                     "train_steps_per_image": 1.0})
+        for method in PRIOR_METHODS:
+            extract_priors(model, images[:budget.prior_batch], method, batch_size=budget.
+                           prior_batch, device=device, progress=False, bf16=setting.bf16)
+            _synchronize(device)
+            began = time.perf_counter()
+            extract_priors(model, images, method, batch_size=budget.prior_batch, device=device,
+                           progress=False, bf16=setting.bf16)
+            _synchronize(device)
+            rate = len(images) / (time.perf_counter() - began)
+            rows.append({**common, "mode": method, "images_per_s": rate,
+                         "train_steps_per_image": train_rate / rate})
+    return rows
+
+
+def speedups(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per case: fp32 and the best other setting, their images/s and the ratio best / fp32."""
+    out = []
+    for (part, mode, shape), group in frame.groupby(["part", "mode", "input"], sort=False):
+        rates = group.set_index("setting")["images_per_s"]
+        if FP32.name not in rates or len(rates) < 2:
+            continue
+        others = rates.drop(FP32.name)
+        best = others.idxmax()
+        out.append({"part": part, "mode": mode, "input": shape, "fp32": rates[FP32.name],
+                    "best": rates[best], "best_setting": best,
+                    "ratio": rates[best] / rates[FP32.name]})
+    return pd.DataFrame(out)
+
+
+def run(device: str = "auto", budget: Budget | None = None, width: float = 1.0,
+        prior_width: float = 0.25, compile: bool = False,
+        parts: tuple[str, ...] = ("segdecnet", "priors"), progress: bool = True) -> pd.DataFrame:
+    """Every part in fp32 and in the fast settings on ``device``; ``budget`` None picks CPU- or
+    CUDA-sized batches."""
+    dev = resolve_device(device)
+    budget = budget or Budget.for_device(dev)
+    if min(budget.train_batch, budget.infer_batch, budget.large_batch, budget.iters,
+           budget.prior_batch, budget.prior_images) < 1 or budget.warmup < 0:
+        raise ValueError(f"batch sizes, iters and prior images must be >= 1 and warmup >= 0, "
+                         f"got {budget}")
+    if not (width > 0 and prior_width > 0):
+        raise ValueError(f"widths must be > 0, got {width} and {prior_width}")
+    unknown = set(parts) - {"segdecnet", "priors"}
+    if unknown:
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; allowed: segdecnet, priors")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    settings = [FP32, BF16, *([COMPILED] if compile else [])]
+    rows = []
+    if "segdecnet" in parts:
+        rows += bench_segdecnet(dev, budget, settings, width, progress)
+    if "priors" in parts:
+        rows += bench_priors(dev, budget, [FP32, BF16], prior_width, progress)
+    frame = pd.DataFrame(rows)
+    frame["width"] = frame["part"].map({"segdecnet": width, "priors": prior_width})
+    frame["iters"], frame["warmup"] = budget.iters, budget.warmup
+    frame["device"], frame["torch"] = device_name(dev), torch.__version__
+    return frame.round(4)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kgl_utils.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    parser.add_argument("--train-batch-size", type=int, help="default 1 on CPU, 8 on CUDA")
-    parser.add_argument("--infer-batch-size", type=int, help="default 1 on CPU, 64 on CUDA")
-    parser.add_argument("--iters", type=int, help="timed iterations (default 2 CPU, 20 CUDA)")
-    parser.add_argument("--warmup", type=int, help="untimed iterations (default 1 CPU, 5 CUDA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also measure SegDecNet under torch.compile (minutes of compiling)")
+    parser.add_argument("--parts", nargs="+", default=["segdecnet", "priors"],
+                        choices=["segdecnet", "priors"])
     parser.add_argument("--width", type=float, default=1.0,
-                        help="channel multiplier of both networks (default 1: the published ones)")
+                        help="SegDecNet channel multiplier (default 1: the published network)")
+    parser.add_argument("--prior-width", type=float, default=0.25,
+                        help="primary VGG16-BN channel multiplier (default 0.25: CPU profiles)")
     parser.add_argument("--out", default="results/bench", help="folder of <host>.csv")
     args = parser.parse_args(argv)
-    frame = run(args.device, args.train_batch_size, args.infer_batch_size, args.iters,
-                args.warmup, args.width)
-    print(frame.to_string(index=False))
+    frame = run(args.device, width=args.width, prior_width=args.prior_width,
+                compile=args.compile, parts=tuple(args.parts))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(frame.drop(columns=["device", "torch"]).to_string(index=False))
+        print(speedups(frame).round(3).to_string(index=False))
+    print(f"device: {frame['device'].iloc[0]}, torch {torch.__version__}")
     print(f"written to {write_csv(Path(args.out) / f'{socket.gethostname()}.csv', frame)}")
 
 

@@ -138,13 +138,29 @@ class BrightSpotDetector(nn.Module):
 
 @pytest.mark.parametrize("method", ["fullgrad", "fullgrad_reference", "layercam", "gradcam",
                                     "hirescam"])
-def test_maps_point_at_what_drives_the_logit(method):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_maps_point_at_what_drives_the_logit(method, bf16):
     x = images(3, 32)
     squares = (x.min(axis=3) == 250).astype(np.uint8)
-    maps = extract_priors(BrightSpotDetector(), x, method, layer="body.1", progress=False)
+    maps = extract_priors(BrightSpotDetector(), x, method, layer="body.1", progress=False,
+                          bf16=bf16)
     _, summary = evaluate_saliency(maps, squares)
     assert summary.loc["auroc", "mean"] == 1.0
     assert summary.loc["pointing_game", "mean"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["fullgrad", "fullgrad_reference", "layercam", "gradcam"])
+def test_bf16_maps_agree_with_the_float32_maps(vgg, method):
+    """An untrained network's weak channels carry bf16's rounding into FullGrad's per-channel
+    scaling, so agreement is a correlation, not a tolerance."""
+    x = images(3, 64)
+    fp32 = extract_priors(vgg, x, method, progress=False).astype(np.float32)
+    bf16 = extract_priors(vgg, x, method, progress=False, bf16=True)
+    assert bf16.dtype == np.float16 and bf16.shape == fp32.shape
+    assert 0 <= bf16.min() and bf16.max() <= 1
+    for a, b in zip(fp32, bf16.astype(np.float32)):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.85
+    assert next(vgg.parameters()).dtype == torch.float32
 
 
 def test_extraction_leaves_the_model_as_it_was():

@@ -94,15 +94,18 @@ def fullgrad(
     size = tuple(images.shape[2:])
     sums: dict[tuple[int, ...], torch.Tensor] = {}
 
+    float32 = torch.autocast(images.device.type, enabled=False)  # maps stay float32 under bf16
+
     def add(maps: torch.Tensor) -> None:  # |gradient × bias| or |gradient × input|
-        scaled = _scaled_sum(maps, normalisation)
+        with float32:
+            scaled = _scaled_sum(maps, normalisation)
         key = tuple(scaled.shape[1:])
         sums[key] = sums[key] + scaled if key in sums else scaled
 
     def on_forward(layer: nn.Module, _inputs: object, output: torch.Tensor) -> None:
         bias = layer_bias(layer)[None, :, None, None]
         # A tensor hook sees the gradient of this output even if a later op changes it in place.
-        output.register_hook(lambda grad: add(torch.mul(grad.detach(), bias).abs_()))
+        output.register_hook(lambda grad: add(torch.mul(grad.detach().float(), bias).abs_()))
 
     handles = [layer.register_forward_hook(on_forward) for layer in layers]
     try:
@@ -118,9 +121,10 @@ def fullgrad(
     finally:
         for handle in handles:
             handle.remove()
-    add(torch.mul(input_grad, images.detach()).abs_())
+    add(torch.mul(input_grad.float(), images.detach().float()).abs_())
     result = sums.pop(size)
-    for maps in sums.values():
-        result = result + F.interpolate(maps[:, None], size=size, mode="bilinear",
-                                        align_corners=align_corners)[:, 0]
+    with float32:
+        for maps in sums.values():
+            result = result + F.interpolate(maps[:, None], size=size, mode="bilinear",
+                                            align_corners=align_corners)[:, 0]
     return result

@@ -141,6 +141,10 @@ def normalise_maps(maps: np.ndarray) -> np.ndarray:
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
 
 
+def _float_output(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
+
+
 @contextmanager
 def _saliency(model: nn.Module, method: str, layers: tuple[str, ...],
               batch_size: int) -> Iterator[Callable[[torch.Tensor], np.ndarray]]:
@@ -154,6 +158,9 @@ def _saliency(model: nn.Module, method: str, layers: tuple[str, ...],
         yield lambda batch: fullgrad(model, batch, targets(batch), normalisation).cpu().numpy()
         return
     target_layers = [model.get_submodule(name) for name in layers]
+    # Registered before the package's hooks, so under bf16 autocast it stores float32
+    # activations and gradients, which it hands to NumPy (which has no bfloat16).
+    casts = [layer.register_forward_hook(_float_output) for layer in target_layers]
     if method == "ablationcam":  # a fresh ablation layer: the package's default is shared
         cam = AblationCAM(model, target_layers, ablation_layer=AblationLayer(),
                           batch_size=batch_size)
@@ -164,6 +171,8 @@ def _saliency(model: nn.Module, method: str, layers: tuple[str, ...],
         yield lambda batch: cam(batch, targets=targets(batch))
     finally:
         cam.activations_and_grads.release()
+        for handle in casts:
+            handle.remove()
 
 
 def extract_priors(
@@ -174,6 +183,7 @@ def extract_priors(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    bf16: bool = False,
 ) -> np.ndarray:
     """Saliency maps of the defect logit for N×H×W×C uint8 images: N×H×W float16 in [0, 1].
 
@@ -181,6 +191,8 @@ def extract_priors(
     None for the architecture's default. Images are converted exactly as in training
     (``images_to_tensor``). The model is explained in eval mode, moved to ``device`` ("auto":
     CUDA when present) and left in the train/eval mode it came in, without stored gradients.
+    ``bf16`` runs the network's passes under bf16 autocast with channels_last memory, as
+    training does; the maps themselves are formed in float32.
     """
     _check_method(method)
     images = np.asarray(images)
@@ -193,14 +205,18 @@ def extract_priors(
     device = resolve_device(device)
     was_training = model.training
     model.to(device)
+    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    if bf16:
+        model.to(memory_format=memory_format)
     maps = []
     try:
         model.eval()
-        with _saliency(model, method, layers, batch_size) as explain:
+        with (_saliency(model, method, layers, batch_size) as explain,
+              torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)):
             for start in tqdm(range(0, len(images), batch_size), desc=f"{method} priors",
                               disable=not progress):
-                maps.append(explain(images_to_tensor(images[start:start + batch_size])
-                                    .to(device)))
+                batch = images_to_tensor(images[start:start + batch_size]).to(device)
+                maps.append(explain(batch.contiguous(memory_format=memory_format)))
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
