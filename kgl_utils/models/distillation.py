@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 from torch.fx import GraphModule
 from torchvision.models import VGG, ResNet
@@ -107,8 +108,18 @@ def _vgg_nodes(vgg: VGG) -> list[str]:
     return [f"features.{i - 1}" for i in pools[2:5]]
 
 
+def _efficientnet_nodes(network: EfficientNet) -> list[str]:
+    """The last block at strides 4, 8 and 16 (the stem has stride 2)."""
+    stride, last = 2, {}
+    for i, block in enumerate(network._blocks):
+        stride *= block._depthwise_conv.stride[0]
+        last[stride] = i
+    return [f"_blocks.{last[s]}" for s in (4, 8, 16)]
+
+
 def default_return_nodes(network: nn.Module) -> list[str]:
-    """The pyramid levels of the first torchvision ResNet or VGG found inside ``network``.
+    """The pyramid levels of the first torchvision ResNet or VGG, or EfficientNet, found inside
+    ``network``, at strides 4, 8 and 16.
 
     Works on a wrapped classifier too (e.g. a primary network holding a VGG16 as a submodule).
     """
@@ -117,6 +128,8 @@ def default_return_nodes(network: nn.Module) -> list[str]:
             nodes = RESNET_NODES
         elif isinstance(module, VGG):
             nodes = _vgg_nodes(module)
+        elif isinstance(module, EfficientNet):
+            nodes = _efficientnet_nodes(module)
         else:
             continue
         return [f"{prefix}.{n}" if prefix else n for n in nodes]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from kgl_utils.models.classifiers import resnet18, resnet50, vgg16
+from kgl_utils.models.classifiers import efficientnet_lite0, resnet18, resnet50, vgg16
 from kgl_utils.models.segdec import SegDecNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -15,6 +15,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg16": vgg16,
     "resnet18": resnet18,
     "resnet50": resnet50,
+    "efficientnet_lite0": efficientnet_lite0,
 }
 """Name → constructor; keyword arguments of ``build_model`` go to the constructor."""
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from efficientnet_lite_pytorch import EfficientNet
 from pytorch_grad_cam import (
     AblationCAM,
     EigenCAM,
@@ -83,12 +84,16 @@ def default_target_layer(model: nn.Module) -> str:
     VGG layout (torchvision's ``VGG`` or the primary ``LeakyVGG16``: a ``features`` sequence of
     convolutions): the activation after the last convolution, i.e. rectified conv5_3 as in the
     Grad-CAM and LayerCAM papers (pool5 would halve the resolution again). ResNet: the last block
-    of ``layer4``. The first such module among the submodules decides, so wrappers work too.
+    of ``layer4``. EfficientNet: its head's batch norm ``_bn1`` (the head's ReLU6 module is
+    shared with the stem, so a hook on it would fire twice). The first such module among the
+    submodules decides, so wrappers work too.
     """
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         if isinstance(module, ResNet):
             return f"{prefix}layer4.{len(module.layer4) - 1}"
+        if isinstance(module, EfficientNet):
+            return f"{prefix}_bn1"
         features = getattr(module, "features", None)
         if isinstance(features, nn.Sequential):
             convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]

@@ -38,9 +38,10 @@ def distillation_unit(ctx: StudyContext, variant: str, seed: int, fold: int | No
     settings = ctx.config.distillation
     run = {k: v for k, v in vars(distillation_config(ctx, variant, seed)).items()
            if k != "device"}
+    pretrained = settings.teacher == "pretrained"
     teacher = ({"arch": settings.teacher_arch, "weights": settings.teacher_weights}
-               if settings.teacher_weights else "primary")
-    inputs = () if settings.teacher_weights else (primary_unit(ctx, seed, fold).key,)
+               if pretrained else "primary")
+    inputs = () if pretrained else (primary_unit(ctx, seed, fold).key,)
     return Unit("distillation", {"data": ctx.data_spec(fold), "run": run, "teacher": teacher,
                                  "device": ctx.device.type}, inputs)
 
@@ -48,11 +49,11 @@ def distillation_unit(ctx: StudyContext, variant: str, seed: int, fold: int | No
 def ensure_distillation(ctx: StudyContext, variant: str, seed: int,
                         fold: int | None) -> DoneUnit:
     """Train (or reuse) the unsupervised detector on the defect-free training images; its
-    teacher is the primary of ``seed`` unless a weights file is given."""
+    teacher is the primary of ``seed`` or a pretrained network."""
     settings = ctx.config.distillation
 
     def compute(folder: Path) -> dict[str, str]:
-        if settings.teacher_weights:
+        if settings.teacher == "pretrained":
             teacher = teacher_from_weights(settings.teacher_arch, settings.teacher_weights)
         else:
             teacher = teacher_from_primary(load_primary(ctx, seed, fold),
