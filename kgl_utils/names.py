@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-DatasetName = Literal["synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv"]
+DatasetName = Literal["synthetic", "ksdd", "ksdd2", "dagm", "severstal", "magnetic_tile", "elpv",
+                      "folder"]
 PrimaryModel = Literal["vgg16", "resnet18", "resnet50", "efficientnet_lite0"]
 SaliencyMethod = Literal["fullgrad", "fullgrad_reference", "layercam", "gradcam", "gradcam++",
                          "xgradcam", "hirescam", "scorecam", "ablationcam", "eigencam"]

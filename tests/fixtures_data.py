@@ -120,3 +120,20 @@ def write_pickle(path: Path, content: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(content))
     return path
+
+
+def write_folder(root: Path, good: int, defect: int, masked: int | None = None,
+                 size=(40, 32), suffixes=(".png",), mask_suffix: str = "") -> Path:
+    """A user's own layout: ``good/gNN`` and ``defect/dNN`` images, and
+    ``masks/dNN<mask_suffix>.png`` for the first ``masked`` defect images (default: all).
+    Image formats cycle through ``suffixes``."""
+    masked = defect if masked is None else masked
+    for i in range(good + defect):
+        positive = i >= good
+        image, mask = picture(positive, size, seed=i)
+        name = f"d{i - good:02d}" if positive else f"g{i:02d}"
+        write(root / ("defect" if positive else "good") / f"{name}{suffixes[i % len(suffixes)]}",
+              image)
+        if positive and i - good < masked:
+            write(root / "masks" / f"{name}{mask_suffix}.png", mask)
+    return root

@@ -25,7 +25,8 @@ FOLDERS = {"kos01": [False, True], "kos02": [True, False]}
 
 def test_unknown_dataset_name_lists_the_allowed_ones():
     with pytest.raises(DataError, match="dataset: unknown name 'kolektor'; allowed: synthetic, "
-                                        "ksdd, ksdd2, dagm, severstal, magnetic_tile, elpv"):
+                                        "ksdd, ksdd2, dagm, severstal, magnetic_tile, elpv, "
+                                        "folder"):
         load_dataset("kolektor", "x")
 
 

@@ -34,7 +34,7 @@ def counts(dataset, split):
 
 def test_registry_names_every_dataset():
     assert list(DATASETS) == ["synthetic", "ksdd", "ksdd2", "dagm", "severstal",
-                              "magnetic_tile", "elpv"]
+                              "magnetic_tile", "elpv", "folder"]
 
 
 def test_ksdd_labels_from_masks_and_folds(tmp_path):

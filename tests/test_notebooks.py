@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import synthetic_study
+from fixtures_data import write_folder
 
 from kgl_utils.study import NOTEBOOK_OUTPUTS, run_study
 
@@ -63,6 +64,36 @@ def test_executed_copy_has_injected_parameters_and_widget(tiny_study):
     widget_outputs = [o for o in nb.cells[-1].outputs
                       if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget_outputs, "the comparison widget did not build"
+
+
+@pytest.mark.slow
+def test_tiny_study_on_a_users_own_folder(tmp_path):
+    """The tiny study on a folder of a user's own images (a bright square on noise), with masks
+    for 10 of its 12 defect images: positives without a mask train with their image label."""
+    root = write_folder(tmp_path / "parts", good=20, defect=12, masked=10, size=(96, 128))
+    params = dict(TINY, study="tiny_folder",
+                  data={"dataset": "folder", "root": str(root), "channels": 1, "dilate": 3},
+                  guided={"prior_as_input": [False], "guidance": ["pseudo_mask"]},
+                  distillation={"enabled": False})
+    path = tmp_path / "tiny_folder.yaml"
+    path.write_text(yaml.safe_dump(params))
+    paths = run_study(path, results_root=tmp_path / "results", timeout=600)
+    for outputs in NOTEBOOK_OUTPUTS.values():
+        assert all((paths.results / output).is_file() for output in outputs), outputs
+    summary = pd.read_csv(paths.results / "data_summary.csv").set_index("split")
+    # seeded 70/30 split by label: ceil(0.3 * 32) = 10 test images, 4 of them defective
+    assert summary.loc["train", ["positives", "negatives"]].tolist() == [8, 14]
+    assert summary.loc["test", ["positives", "negatives"]].tolist() == [4, 6]
+    assert summary["positives_with_masks"].sum() == 10
+    guided = pd.read_csv(paths.results / "guided.csv")
+    assert set(guided["method"]) == {"baseline", "kgl"}
+    assert guided["ap"].between(0, 1).all() and (guided["dataset"] == "folder").all()
+    baselines = guided.loc[guided["method"] == "baseline", "n_a"]
+    assert sorted(baselines) == [0, summary.loc["train", "positives_with_masks"]]
+    assert (guided.loc[guided["method"] == "kgl", "n_a"] == 8).all()  # masked or not
+    quality = pd.read_csv(paths.results / "prior_quality.csv")  # scored where a mask is
+    assert (quality["images"] == quality["split"].map(summary["positives_with_masks"])).all()
+    assert len(pd.read_csv(paths.results / "ablation.csv")) == 4
 
 
 def test_committed_notebooks_are_thin_and_clean():

@@ -13,6 +13,7 @@ import yaml
 from fixtures_data import (
     write_dagm,
     write_elpv,
+    write_folder,
     write_ksdd,
     write_ksdd2,
     write_magnetic_tile,
@@ -51,6 +52,8 @@ def write_fixture(dataset: str, root: Path) -> None:
         write_pickle(root / "split.pyb", lists)  # train, test, validation
     elif dataset == "magnetic_tile":
         write_magnetic_tile(root, per_class=12, empty_uneven=2)
+    elif dataset == "folder":  # masks for half the defect images
+        write_folder(root, good=40, defect=20, masked=10, size=(96, 96))
     elif dataset == "elpv":
         write_elpv(root, [1.0 if i % 3 == 0 else 0.0 for i in range(64)], size=(96, 96))
     else:

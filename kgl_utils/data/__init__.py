@@ -17,6 +17,7 @@ from typing import Any
 from kgl_utils.data.base import DataError, DefectDataset
 from kgl_utils.data.dagm import load_dagm
 from kgl_utils.data.elpv import PACKAGE_DATA, load_elpv
+from kgl_utils.data.folder import load_folder
 from kgl_utils.data.ksdd import load_ksdd
 from kgl_utils.data.ksdd2 import load_ksdd2
 from kgl_utils.data.magnetic_tile import load_magnetic_tile
@@ -31,6 +32,7 @@ DATASETS: dict[str, Callable[..., DefectDataset]] = {
     "severstal": load_severstal,
     "magnetic_tile": load_magnetic_tile,
     "elpv": load_elpv,
+    "folder": load_folder,
 }
 
 DEFAULT_ROOTS = {"synthetic": Path("data/synthetic"), "elpv": PACKAGE_DATA}

@@ -89,6 +89,14 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return (mask > 0).astype(np.uint8)
 
 
+def check_mask_size(mask_path: str | os.PathLike, mask_shape: tuple[int, ...],
+                    image_path: str | os.PathLike, image_shape: tuple[int, ...]) -> None:
+    """Stop when a mask (height, width) does not cover its image pixel for pixel."""
+    if tuple(mask_shape[:2]) != tuple(image_shape[:2]):
+        raise DataError(f"{mask_path}: mask is {mask_shape[1]}x{mask_shape[0]} but its image "
+                        f"{image_path} is {image_shape[1]}x{image_shape[0]}")
+
+
 def resize_pair(
     image: np.ndarray, mask: np.ndarray | None, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -162,11 +170,8 @@ class DefectDataset:
         if key not in self._cache:
             image = self.read_image(row)
             mask = self.read_mask(row)
-            if mask is not None and mask.shape != image.shape[:2]:
-                raise DataError(
-                    f"{row['mask_path']}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                    f"{row['image_path']} is {image.shape[1]}x{image.shape[0]}"
-                )
+            if mask is not None:
+                check_mask_size(row["mask_path"], mask.shape, row["image_path"], image.shape[:2])
             image, mask = resize_pair(image, mask, size)
             self._cache[key] = Sample(row["id"], image, mask, int(row["label"]))
         return self._cache[key]

@@ -11,6 +11,7 @@ from kgl_utils.data.summary import summarize
 from kgl_utils.plots import image_grid, overlay
 from kgl_utils.results import save_figure, write_csv, write_json
 from kgl_utils.stages.context import StudyContext
+from kgl_utils.units.priors import check_oracle
 
 
 def data_summary(ctx: StudyContext) -> pd.DataFrame:
@@ -28,11 +29,15 @@ def split_record(ctx: StudyContext) -> dict:
     """Image ids per split and the masked positives for each N_a and seed, per fold.
 
     Choosing the masks here, before any training, also checks that every N_a of the study is
-    possible (a clear error otherwise) before hours of work start.
+    possible, and an oracle control where one is asked for (a clear error otherwise), before
+    hours of work start.
     """
     record: dict = {"study": ctx.config.study, "params_hash": ctx.params_hash, "folds": {}}
+    oracle = "oracle" in ctx.config.prior.controls + ctx.config.ablation.controls
     for fold in ctx.folds:
         dataset = ctx.dataset(fold)
+        if oracle:
+            check_oracle(ctx, fold)
         record["folds"][str(fold)] = {
             "splits": {s: dataset.split(s)["id"].tolist() for s in dataset.splits},
             "masked": {str(seed): {str(n): ids for n, ids in choose_masked(

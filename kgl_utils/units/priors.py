@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgl_utils.data.base import DataError
 from kgl_utils.names import METHOD_FREE_CONTROLS, SALIENCY_METHODS
 from kgl_utils.paths import MAPS
 from kgl_utils.results import save_npz
@@ -56,6 +57,8 @@ def prior_maps(ctx: StudyContext, prior: str, split: str, seed: int,
     class (``shuffled`` moves positives' maps among positives, negatives' among negatives);
     ``random`` moves the method's own pseudo-masks, so each image keeps its target's area.
     """
+    if control == "oracle":
+        check_oracle(ctx, fold)
     arrays = ctx.arrays(split, fold)
     if control in METHOD_FREE_CONTROLS:
         blank = np.zeros(arrays.masks.shape, np.float32)
@@ -78,6 +81,21 @@ def prior_maps(ctx: StudyContext, prior: str, split: str, seed: int,
         maps[rows] = make_control_prior(control, base[rows], arrays.masks[rows], targets[rows],
                                         seed)
     return maps
+
+
+def check_oracle(ctx: StudyContext, fold: int | None) -> None:
+    """The oracle control is the human mask of every positive: stop where a positive has none
+    (a folder dataset with masks for some defect images, or none), rather than train "no
+    defect here" on it."""
+    dataset = ctx.dataset(fold)
+    for split in SPLITS:
+        rows = dataset.split(split)
+        lacking = rows.loc[(rows["label"] == 1) & ~rows["is_segmented"].astype(bool), "id"]
+        if len(lacking):
+            raise DataError(f"control oracle: dataset {dataset.name!r} has {len(lacking)} {split} "
+                            f"positives without a human mask, e.g. {lacking.head(3).tolist()}; "
+                            f"give every defect image a mask or drop oracle from prior.controls "
+                            f"and ablation.controls")
 
 
 def control_pairs(controls: tuple[str, ...], methods: tuple[str, ...]
