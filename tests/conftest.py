@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
+from kgl_utils.paths import StudyPaths
 from kgl_utils.stages.context import StudyContext
+from kgl_utils.study import run_study
 
 
 def synthetic_study(study: str, n_train: int, n_test: int, positive_fraction: float,
@@ -31,3 +34,25 @@ def open_study(folder: Path, params: dict, **sections) -> StudyContext:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return StudyContext.open(path, results_root=folder / "results")
+
+
+TINY_STUDY = {
+    **synthetic_study("tiny", n_train=40, n_test=24, positive_fraction=0.4, epochs=2,
+                      batch_size=8, width=0.25),
+    "primary": {"model": "vgg16", "lr": 0.005},
+    "prior": {"methods": ["gradcam"], "controls": ["random"]},
+    "guided": {"prior_as_input": [False, True], "guidance": ["pseudo_mask"]},
+    "ablation": {"n_a": [0, 4], "priors": ["gradcam"]},
+    "distillation": {"enabled": True, "epochs": 1, "variants": ["full"]},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> StudyPaths:
+    """All six notebooks run once through the study runner on ``TINY_STUDY``, for the tests of
+    the notebooks' outputs and of notebook 06's widget in a browser."""
+    root = tmp_path_factory.mktemp("study")
+    params = dict(TINY_STUDY, data={**TINY_STUDY["data"], "root": str(root / "data")})
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return run_study(path, results_root=root / "results", timeout=600)

@@ -6,33 +6,12 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from conftest import synthetic_study
+from conftest import TINY_STUDY
 from fixtures_data import write_folder
 
 from kgl_utils.study import NOTEBOOK_OUTPUTS, run_study
 
 REPO = Path(__file__).resolve().parent.parent
-
-TINY = {
-    **synthetic_study("tiny", n_train=40, n_test=24, positive_fraction=0.4, epochs=2,
-                      batch_size=8, width=0.25),
-    "primary": {"model": "vgg16", "lr": 0.005},
-    "prior": {"methods": ["gradcam"], "controls": ["random"]},
-    "guided": {"prior_as_input": [False, True], "guidance": ["pseudo_mask"]},
-    "ablation": {"n_a": [0, 4], "priors": ["gradcam"]},
-    "distillation": {"enabled": True, "epochs": 1, "variants": ["full"]},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    params = dict(TINY, data={**TINY["data"], "root": str(root / "data")})
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(params))
-    paths = run_study(path, results_root=root / "results", timeout=600)
-    return paths
-
 
 @pytest.mark.slow
 def test_every_notebook_writes_its_outputs(tiny_study):
@@ -71,7 +50,7 @@ def test_tiny_study_on_a_users_own_folder(tmp_path):
     """The tiny study on a folder of a user's own images (a bright square on noise), with masks
     for 10 of its 12 defect images: positives without a mask train with their image label."""
     root = write_folder(tmp_path / "parts", good=20, defect=12, masked=10, size=(96, 128))
-    params = dict(TINY, study="tiny_folder",
+    params = dict(TINY_STUDY, study="tiny_folder",
                   data={"dataset": "folder", "root": str(root), "channels": 1, "dilate": 3},
                   guided={"prior_as_input": [False], "guidance": ["pseudo_mask"]},
                   distillation={"enabled": False})
