@@ -9,8 +9,9 @@ iterations excluded:
 * the bare 15×15 convolution that dominates SegDecNet's arithmetic, as the rate the hardware
   reaches on it: each SegDecNet row reports the share of that rate it reaches (its FLOPs per
   image, counted by ``torch.utils.flop_counter``, times its images/s);
-* prior extraction, images/s of every saliency method on the primary network next to one
-  training step of that network, so a method's cost reads in training steps.
+* prior extraction, images/s of every saliency method on the primary networks (VGG16-BN at
+  the CPU profiles' width, EfficientNet-Lite0) next to one training step of that network, so a
+  method's cost reads in training steps.
 
 Prints the table and the fp32 → best ratios and writes ``results/bench/<host>.csv``.
 """
@@ -34,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from kgl_utils.device import resolve_device
-from kgl_utils.models.classifiers import vgg16
+from kgl_utils.models.classifiers import efficientnet_lite0, vgg16
 from kgl_utils.models.segdec import SegDecNet
 from kgl_utils.results import write_csv
 from kgl_utils.saliency.priors import extract_priors
@@ -199,7 +200,8 @@ def bench_segdecnet(device: torch.device, budget: Budget, settings: list[Setting
                 flops = step_flops(make(model, x[:1], device, eager))
                 rate = _throughput(make(model, x, device, setting), batch, budget.iters,
                                    budget.warmup, device)
-                rows.append({"part": "segdecnet", "mode": mode, "input": _shape_name(shape),
+                rows.append({"part": "segdecnet", "network": f"segdecnet x{width:g}",
+                             "mode": mode, "input": _shape_name(shape),
                              "setting": setting.name, "images_per_s": rate, "batch_size": batch,
                              "gflop_per_image": flops / 1e9,
                              "conv_gflop_per_s": conv[BF16.name if setting.bf16 else FP32.name]
@@ -211,33 +213,47 @@ def bench_segdecnet(device: torch.device, budget: Budget, settings: list[Setting
     return rows
 
 
+def primaries(width: float) -> dict[str, Callable[[], nn.Module]]:
+    """The primary networks the priors part measures, by the name its rows carry."""
+    return {f"vgg16_bn x{width:g}": lambda: vgg16(PRIOR_SIZE[0], width=width, batch_norm=True),
+            "efficientnet_lite0": lambda: efficientnet_lite0(PRIOR_SIZE[0])}
+
+
+def _prior_rate(model: nn.Module, images: np.ndarray, method: str, batch: int,
+                device: torch.device, bf16: bool) -> float:
+    """Images/s of ``extract_priors`` over ``images``, after one warm-up batch."""
+    def explain(n: int) -> None:
+        extract_priors(model, images[:n], method, batch_size=batch, device=device,
+                       progress=False, bf16=bf16)
+        _synchronize(device)
+
+    explain(batch)
+    began = time.perf_counter()
+    explain(len(images))
+    return len(images) / (time.perf_counter() - began)
+
+
 def bench_priors(device: torch.device, budget: Budget, settings: list[Setting],
                  width: float = 0.25, progress: bool = True) -> list[dict]:
-    """Images/s of each saliency method on the primary VGG16-BN, beside its training step."""
+    """Images/s of each saliency method on each primary network, beside its training step."""
     rows = []
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (budget.prior_images, *PRIOR_SIZE[1:], PRIOR_SIZE[0]),
                           dtype=np.uint8)
-    for setting in tqdm(settings, desc="priors", disable=not progress):
+    cases = [(name, build, setting) for name, build in primaries(width).items()
+             for setting in settings]
+    for network, build, setting in tqdm(cases, desc="priors", disable=not progress):
         torch.manual_seed(0)
-        model = _prepared(vgg16(PRIOR_SIZE[0], width=width, batch_norm=True), device,
-                          replace(setting, compile=False))
+        model = _prepared(build(), device, setting)
         x = _inputs(PRIOR_SIZE, budget.prior_batch, device, setting)
-        step = _train_step(model, x, device, replace(setting, compile=False))
+        step = _train_step(model, x, device, setting)
         train_rate = _throughput(step, budget.prior_batch, budget.iters, budget.warmup, device)
-        common = {"part": "priors", "input": _shape_name(PRIOR_SIZE), "setting": setting.name,
-                  "batch_size": budget.prior_batch}
+        common = {"part": "priors", "network": network, "input": _shape_name(PRIOR_SIZE),
+                  "setting": setting.name, "batch_size": budget.prior_batch}
         rows.append({**common, "mode": "primary train", "images_per_s": train_rate,
                      "train_steps_per_image": 1.0})
         for method in PRIOR_METHODS:
-            extract_priors(model, images[:budget.prior_batch], method, batch_size=budget.
-                           prior_batch, device=device, progress=False, bf16=setting.bf16)
-            _synchronize(device)
-            began = time.perf_counter()
-            extract_priors(model, images, method, batch_size=budget.prior_batch, device=device,
-                           progress=False, bf16=setting.bf16)
-            _synchronize(device)
-            rate = len(images) / (time.perf_counter() - began)
+            rate = _prior_rate(model, images, method, budget.prior_batch, device, setting.bf16)
             rows.append({**common, "mode": method, "images_per_s": rate,
                          "train_steps_per_image": train_rate / rate})
     return rows
@@ -246,13 +262,15 @@ def bench_priors(device: torch.device, budget: Budget, settings: list[Setting],
 def speedups(frame: pd.DataFrame) -> pd.DataFrame:
     """Per case: fp32 and the best other setting, their images/s and the ratio best / fp32."""
     out = []
-    for (part, mode, shape), group in frame.groupby(["part", "mode", "input"], sort=False):
+    for (part, network, mode, shape), group in frame.groupby(
+            ["part", "network", "mode", "input"], sort=False):
         rates = group.set_index("setting")["images_per_s"]
         if FP32.name not in rates or len(rates) < 2:
             continue
         others = rates.drop(FP32.name)
         best = others.idxmax()
-        out.append({"part": part, "mode": mode, "input": shape, "fp32": rates[FP32.name],
+        out.append({"part": part, "network": network, "mode": mode, "input": shape,
+                    "fp32": rates[FP32.name],
                     "best": rates[best], "best_setting": best,
                     "ratio": rates[best] / rates[FP32.name]})
     return pd.DataFrame(out)
@@ -283,7 +301,6 @@ def run(device: str = "auto", budget: Budget | None = None, width: float = 1.0,
     if "priors" in parts:
         rows += bench_priors(dev, budget, [FP32, BF16], prior_width, progress)
     frame = pd.DataFrame(rows)
-    frame["width"] = frame["part"].map({"segdecnet": width, "priors": prior_width})
     frame["iters"], frame["warmup"] = budget.iters, budget.warmup
     frame["device"], frame["torch"] = device_name(dev), torch.__version__
     return frame.round(4)

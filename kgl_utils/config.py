@@ -60,6 +60,9 @@ class ScaleProfile:
     # auto: bf16 autocast + channels_last where the hardware has bf16 matrix units (CUDA, or a
     # CPU with AMX/AVX512-BF16), else fp32; training, prior extraction and inference.
     precision: Precision = "auto"
+    # The primary's training, predictions and saliency passes; None: ``precision``. Depthwise
+    # convolutions (EfficientNet) gain nothing from bf16 on a CPU.
+    primary_precision: Precision | None = None
     deterministic: bool = False  # fp32, deterministic algorithms, no autotuning: bit-exact reruns
 
     def __post_init__(self) -> None:
@@ -71,8 +74,9 @@ class ScaleProfile:
         _check(0 < self.width <= 4, "width", self.width, "a multiplier in (0, 4]")
         _check(self.primary_epochs is None or self.primary_epochs >= 1, "primary_epochs",
                self.primary_epochs, "null or an integer >= 1")
-        _check(not (self.deterministic and self.precision == "bf16"), "precision",
-               self.precision, "auto or fp32 when deterministic is true")
+        for key in ("precision", "primary_precision"):
+            _check(not (self.deterministic and getattr(self, key) == "bf16"), key,
+                   getattr(self, key), "auto or fp32 when deterministic is true")
         for key in ("segdec_lr", "weak_lr"):
             value = getattr(self, key)
             _check(value is None or value > 0, key, value, "null or a number > 0")

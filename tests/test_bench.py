@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from kgl_utils import bench
 from kgl_utils.bench import (
     BF16,
     FP32,
@@ -34,7 +35,7 @@ def test_conv_rate_is_flops_over_time():
 
 def test_speedups_pick_the_fastest_non_fp32_setting():
     frame = pd.DataFrame({
-        "part": "segdecnet", "mode": "train", "input": "8x8x1",
+        "part": "segdecnet", "network": "segdecnet x1", "mode": "train", "input": "8x8x1",
         "setting": ["fp32", "bf16+channels_last", "bf16+channels_last+compile"],
         "images_per_s": [2.0, 5.0, 4.0]})
     row = speedups(frame).iloc[0]
@@ -43,7 +44,8 @@ def test_speedups_pick_the_fastest_non_fp32_setting():
 
 
 @pytest.mark.slow
-def test_tiny_run_measures_every_part_in_both_settings():
+def test_tiny_run_measures_every_part_in_both_settings(monkeypatch):
+    monkeypatch.setattr(bench, "PRIOR_SIZE", (1, 64, 64))
     budget = Budget(train_batch=1, infer_batch=1, large_batch=1, iters=1, warmup=0,
                     prior_batch=2, prior_images=2)
     frame = run("cpu", budget, width=0.03, prior_width=0.05, progress=False)
@@ -55,6 +57,7 @@ def test_tiny_run_measures_every_part_in_both_settings():
     assert (train > 2 * inference).all()  # a backward pass costs about two forward passes
     priors = frame[frame["part"] == "priors"]
     assert set(priors["mode"]) == {"primary train", *PRIOR_METHODS}
+    assert set(priors["network"]) == {"vgg16_bn x0.05", "efficientnet_lite0"}
     assert set(priors["setting"]) == {FP32.name, BF16.name}
     assert (priors["train_steps_per_image"] > 0).all()
-    assert len(speedups(frame)) == 4 + 1 + len(PRIOR_METHODS)
+    assert len(speedups(frame)) == 4 + 2 * (1 + len(PRIOR_METHODS))

@@ -35,6 +35,10 @@ def test_the_profiles_precision_reaches_every_run(tmp_path):
     fp32 = open_study(tmp_path / "fp32", params | {"profiles": {"t": params["profiles"]["t"]
                                                                | {"precision": "fp32"}}})
     assert not fp32.bf16 and not segdec_train_config(fp32, Cell.baseline(0, 0)).bf16
+    split = open_study(tmp_path / "split", params | {"profiles": {"t": params["profiles"]["t"]
+                                                                 | {"primary_precision": "fp32"}}})
+    assert split.bf16 and not split.primary_bf16 and not primary_train_config(split, 0).bf16
+    assert segdec_train_config(split, Cell.baseline(0, 0)).bf16
     with pytest.raises(ConfigError, match="precision: 'bf16' is not allowed; expected auto or "
                                           "fp32 when deterministic is true"):
         open_study(tmp_path / "bad", params | {"profiles": {"t": params["profiles"]["t"]

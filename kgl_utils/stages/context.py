@@ -65,6 +65,13 @@ class StudyContext:
         return resolve_precision(scale.precision, self.device, scale.deterministic) == "bf16"
 
     @cached_property
+    def primary_bf16(self) -> bool:
+        """``bf16`` for the primary network: its training, predictions and saliency passes."""
+        scale = self.config.scale
+        precision = scale.primary_precision or scale.precision
+        return resolve_precision(precision, self.device, scale.deterministic) == "bf16"
+
+    @cached_property
     def params_hash(self) -> str:
         return self.config.params_hash()
 

@@ -25,7 +25,8 @@ def primary_train_config(ctx: StudyContext, seed: int) -> TrainConfig:
         batch_size=scale.batch_size, momentum=config.primary.momentum,
         weight_decay=config.primary.weight_decay, flips=config.primary.flips,
         lr_schedule=config.primary.lr_schedule, loss_reduction="mean", seed=seed,
-        device=str(ctx.device), checkpoint_every=1, bf16=ctx.bf16, channels_last=ctx.bf16)
+        device=str(ctx.device), checkpoint_every=1, bf16=ctx.primary_bf16,
+        channels_last=ctx.primary_bf16)
 
 
 def build_primary(ctx: StudyContext, seed: int) -> nn.Module:
@@ -52,7 +53,8 @@ def ensure_primary(ctx: StudyContext, seed: int, fold: int | None) -> DoneUnit:
                        primary_train_config(ctx, seed), run_dir=folder)
         test = ctx.arrays("test", fold)
         scores, _ = predict(result.model, test.images, batch_size=ctx.config.scale.batch_size,
-                            device=ctx.device, bf16=ctx.bf16, channels_last=ctx.bf16)
+                            device=ctx.device, bf16=ctx.primary_bf16,
+                            channels_last=ctx.primary_bf16)
         save_npz(folder / PREDICTIONS, ids=np.array(test.ids), labels=test.labels,
                  scores=scores)
         write_json(folder / ROW, image_metrics(test.labels, scores).as_dict(), sort_keys=False)

@@ -31,7 +31,7 @@ def prior_unit(ctx: StudyContext, method: str, split: str, seed: int,
     which ignores them, so changing LayerCAM's layers leaves FullGrad's maps as they are)."""
     layer = None if method in LAYERLESS_METHODS else ctx.config.prior.layer
     return Unit("priors", {"data": ctx.data_spec(fold), "method": method, "layer": layer,
-                           "split": split, "device": ctx.device.type, "bf16": ctx.bf16},
+                           "split": split, "device": ctx.device.type, "bf16": ctx.primary_bf16},
                 inputs=(primary_unit(ctx, seed, fold).key,))
 
 
@@ -42,7 +42,7 @@ def ensure_priors(ctx: StudyContext, method: str, split: str, seed: int,
         arrays = ctx.arrays(split, fold)
         maps = extract_priors(load_primary(ctx, seed, fold), arrays.images, method,
                               ctx.config.prior.layer, ctx.config.scale.batch_size, ctx.device,
-                              bf16=ctx.bf16)
+                              bf16=ctx.primary_bf16)
         save_npz(folder / MAPS, ids=np.array(arrays.ids), maps=maps)
         return {MAPS: f"{method} maps of the {split} split, float16 in [0, 1]"}
     return ctx.units.ensure(prior_unit(ctx, method, split, seed, fold), compute)
