@@ -96,8 +96,10 @@ def compute_unit(study: StudyRef, job: Job, key: str, threads: int, *inputs: str
 
 @dataclass(frozen=True)
 class RayExecutor:
-    """Every unit as a Ray task on the cluster at ``address`` (``auto``: the one ``ray start``
-    runs on this machine; None: a Ray instance started for this run on this machine).
+    """Every unit as a Ray task on the Ray cluster whose head is at ``address`` (HOST:PORT).
+    None: ``RAY_ADDRESS``, else the cluster ``ray start`` runs on this machine, else a Ray
+    instance started on this machine for this run (``ray.init``'s rules). A process already
+    connected to Ray (a test, a notebook) keeps its connection.
 
     Each task asks for ``cpus_per_unit`` CPUs (its torch threads) and, when the study's device
     is CUDA, ``gpus_per_unit`` GPUs (1: one unit per GPU). Tasks of a unit that is already done

@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--executor", choices=EXECUTORS, default="local",
                      help="what computes the units: local (default, one after another here) "
                           "or ray (tasks on a Ray cluster)")
-    run.add_argument("--address", help="ray: the cluster's head HOST:PORT, or auto for the one "
-                                       "`ray start` runs here (default: start Ray for this run)")
+    run.add_argument("--address", help="ray: the cluster's head, HOST:PORT (default: the "
+                                       "cluster `ray start` runs here, else Ray started for "
+                                       "this run on this machine)")
     run.add_argument("--cpus-per-unit", type=int,
                      help="ray: CPU threads each unit's task asks for and uses (default 1)")
     run.add_argument("--gpus-per-unit", type=float,
