@@ -88,8 +88,8 @@ def compute_unit(study: StudyRef, job: Job, key: str, threads: int, *inputs: str
     if unit.key != key:
         raise ExecutorError(
             f"{job}: unit {key} on the machine that dispatched it, {unit.key} on "
-            f"{socket.gethostname()}; every machine must run the same kgl_utils checkout and "
-            f"resolve the same device type and precision")
+            f"{socket.gethostname()}; every machine must see the same params file, run the "
+            f"same kgl_utils checkout and resolve the same device type and precision")
     job.compute(ctx)
     return key
 
@@ -129,7 +129,7 @@ class RayExecutor:
             if started:
                 ray.shutdown()
 
-    def resources(self, ray, ctx: StudyContext) -> dict[str, float]:
+    def _resources(self, ray, ctx: StudyContext) -> dict[str, float]:
         """The request of one unit's task, checked against what the cluster's nodes have."""
         nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
         request = {"num_cpus": self.cpus_per_unit,
@@ -137,13 +137,14 @@ class RayExecutor:
         for resource, amount in (("CPU", request["num_cpus"]), ("GPU", request["num_gpus"])):
             largest = max((n.get(resource, 0) for n in nodes), default=0)
             if amount > largest:
-                raise ExecutorError(f"a unit asks for {amount} {resource} (device "
-                                  f"{ctx.device.type}), but no node of the Ray cluster has "
-                                  f"more than {largest}")
+                raise ExecutorError(
+                    f"a unit asks for {amount} {resource} (device {ctx.device.type}), but no "
+                    f"node of the Ray cluster has more than {largest}")
         return request
 
     def _compute(self, ray, study: StudyRef, notebooks: Sequence[str]) -> None:
         ctx = study.open()
+        options = self._resources(ray, ctx) | {"max_retries": RETRIES}
         # Decoded once here, so that no two tasks write a dataset or its cache at once.
         for fold in ctx.folds:
             for split in ctx.dataset(fold).splits:
@@ -151,15 +152,14 @@ class RayExecutor:
         todo = pending(ctx, notebooks)
         if not todo:
             return
-        options = self.resources(ray, ctx) | {"max_retries": RETRIES}
         task = ray.remote(compute_unit)
-        refs, jobs = {}, {}
+        refs, keys = {}, {}
         for job, key, inputs in todo:
             ready = [refs[k] for k in inputs if k in refs]
             ref = task.options(name=str(job), **options).remote(
                 study, job, key, self.cpus_per_unit, *ready)
-            refs[key], jobs[ref] = ref, job
-        failed: list[str] = []
+            refs[key], keys[ref] = ref, key
+        errors: dict[str, Exception] = {}
         waiting = list(refs.values())
         with tqdm(total=len(waiting), desc="units", unit="unit") as bar:
             while waiting:
@@ -168,12 +168,24 @@ class RayExecutor:
                     try:
                         ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        failed.append(f"{jobs[ref]}: {exc}")
-                    bar.set_postfix_str(str(jobs[ref]), refresh=False)
+                        errors[keys[ref]] = exc
                     bar.update()
-        if failed:
-            raise ExecutorError(f"{len(failed)} of {len(todo)} units failed (the others are "
-                              f"stored):\n" + "\n".join(failed))
+        if errors:
+            raise ExecutorError(failure_report(todo, errors))
+
+
+def failure_report(todo: list[tuple[Job, str, tuple]], errors: dict[str, Exception]) -> str:
+    """Each failed unit with its error; the units that failed only because a unit they read
+    did are named, without the same error again."""
+    failed = [(job, errors[key]) for job, key, inputs in todo
+              if key in errors and not set(inputs) & set(errors)]
+    skipped = [str(job) for job, key, inputs in todo if key in errors and set(inputs) & set(errors)]
+    text = f"{len(failed)} of {len(todo)} units failed; the units computed are stored:\n"
+    text += "\n".join(f"{job}: {error}" for job, error in failed)
+    if skipped:
+        text += (f"\n{len(skipped)} units were not computed, because a unit they read failed: "
+                 + "; ".join(skipped))
+    return text
 
 
 def make_executor(name: str, address: str | None = None, cpus_per_unit: int | None = None,

@@ -1,6 +1,7 @@
-"""The Ray executor on a local two-CPU Ray cluster: the small study's grid computed as Ray tasks
-gives the local executor's rows, a unit left incomplete is computed again on the next run, and
-a unit whose worker is killed mid-run is retried to the same result."""
+"""The Ray executor on a local two-CPU Ray instance: the small study's grid computed as Ray tasks
+gives the local executor's rows, a unit left incomplete is computed again on the next run, a
+unit whose worker is killed mid-run is retried to the same result, a failing unit is reported
+with what it kept from running, and a request no node can meet is refused."""
 
 import signal
 import threading
@@ -10,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from test_executors import NOTEBOOKS, write_params
+from test_executors import NOTEBOOKS, SMALL, write_params
 
-from kgl_utils.executors import LocalExecutor, RayExecutor, StudyRef
+from kgl_utils.executors import ExecutorError, LocalExecutor, RayExecutor, StudyRef
 from kgl_utils.grid import Job, study_grid
 from kgl_utils.paths import MANIFEST, ROW
 from kgl_utils.stages.ablation import run_grid
@@ -134,3 +135,26 @@ def test_a_unit_whose_worker_is_killed_is_retried(cluster, study):
     assert done is not None  # retried in a fresh worker, which finished the unit
     local = _open(study, "local").units.done(primary)
     assert done.metrics() == local.metrics()
+
+
+def test_a_failing_unit_is_named_and_the_units_reading_it_are_not_computed(cluster, tmp_path):
+    params = write_params(tmp_path, SMALL | {"primary": SMALL["primary"]
+                                             | {"weights": str(tmp_path / "missing.pt")}})
+    with pytest.raises(ExecutorError) as failure:
+        RayExecutor().compute(StudyRef(params, None, tmp_path / "results"), NOTEBOOKS)
+    report = str(failure.value)
+    assert report.startswith("1 of 11 units failed")
+    assert "primary seed=0: " in report and f"weights file {tmp_path}/missing.pt" in report
+    # Its two prior units, the four KGL cells and the distillation run read it; the three
+    # baselines do not, and are stored.
+    assert "7 units were not computed, because a unit they read failed" in report
+    ctx = StudyRef(params, None, tmp_path / "results").open()
+    stored = [job.kind for job, unit in study_grid(ctx, NOTEBOOKS) if ctx.units.done(unit)]
+    assert stored == ["segdec"] * 3
+
+
+def test_a_cuda_study_needs_a_node_with_a_gpu(cluster, tmp_path):
+    params = write_params(tmp_path, SMALL | {"device": "cuda"})
+    with pytest.raises(ExecutorError, match="a unit asks for 1.0 GPU .device cuda., but no node "
+                                            "of the Ray cluster has more than 0"):
+        RayExecutor().compute(StudyRef(params, None, tmp_path / "results"), NOTEBOOKS)
