@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import open_study
-from test_notebooks import TINY
+from conftest import TINY_STUDY, open_study
 
 from kgl_utils import grid
 from kgl_utils.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
@@ -22,11 +21,12 @@ from kgl_utils.units.primary import primary_unit
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = list(NOTEBOOK_UNITS)  # 02 … 05, the notebooks that compute units
 
-# TINY's grid on fewer, smaller runs: 24 training images, one epoch, an eighth of the width.
-SMALL = {**TINY,
-         "data": {**TINY["data"], "options": {**TINY["data"]["options"], "n_train": 24,
-                                               "n_test": 16}},
-         "profiles": {"t": {**TINY["profiles"]["t"], "epochs": 1, "width": 0.125}}}
+# The tiny study's grid on fewer, smaller runs: 24 training images, one epoch, an eighth of the
+# width.
+SMALL = {**TINY_STUDY,
+         "data": {**TINY_STUDY["data"], "options": {**TINY_STUDY["data"]["options"],
+                                                     "n_train": 24, "n_test": 16}},
+         "profiles": {"t": {**TINY_STUDY["profiles"]["t"], "epochs": 1, "width": 0.125}}}
 
 
 def write_params(folder: Path, params: dict = SMALL) -> Path:
