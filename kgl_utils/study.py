@@ -6,6 +6,11 @@ gets the study's params file injected into its ``parameters`` cell; its executed
 (``kgl_utils.units``) that are computed once and reused, so a rerun of a finished study only
 reassembles its tables and figures, and an interrupted one resumes with the missing units.
 ``--force`` recomputes the units of the chosen notebooks.
+
+Before the first notebook that computes units, an executor computes every unit the chosen
+notebooks read (``kgl_utils.executors``): ``local``, the default, one after another in this
+process; ``ray``, as tasks on a Ray cluster of one or many machines (``--address``). The
+notebooks then find their units done and assemble the tables and figures.
 """
 
 from __future__ import annotations
@@ -16,6 +21,14 @@ import time
 from pathlib import Path
 
 from kgl_utils.config import ConfigError, load_params
+from kgl_utils.executors import (
+    EXECUTORS,
+    Executor,
+    ExecutorError,
+    LocalExecutor,
+    StudyRef,
+    make_executor,
+)
 from kgl_utils.paths import NOTEBOOK_DIR, REPO_ROOT, StudyPaths
 from kgl_utils.units.store import UnitStore
 
@@ -31,7 +44,8 @@ NOTEBOOK_OUTPUTS: dict[str, tuple[str, ...]] = {
     "06_saliency_visualization": ("saliency_metrics.csv", "saliency_examples.png"),
 }
 
-# The kinds of unit each notebook computes: what --force recomputes for it.
+# The kinds of unit each notebook computes: what --force recomputes for it (the executor
+# computes those of the grid, ``kgl_utils.grid``, before the first of these notebooks runs).
 NOTEBOOK_UNITS: dict[str, tuple[str, ...]] = {
     "02_primary_training": ("primary",),
     "03_prior_extraction": ("priors",),
@@ -74,10 +88,11 @@ def run_notebook(notebook: Path, output: Path, parameters: dict, timeout: int) -
 def run_study(
     params_path: str | Path, profile: str | None = None, results_root: str | Path = "results",
     force: bool = False, only: list[str] | None = None, timeout: int = 3600,
-    notebook_dir: Path = NOTEBOOK_DIR,
+    notebook_dir: Path = NOTEBOOK_DIR, executor: Executor | None = None,
 ) -> StudyPaths:
     """Run every numbered notebook (or those in ``only``) for one params file; ``force``
-    recomputes the units those notebooks compute."""
+    recomputes the units those notebooks compute. ``executor`` (default: local) computes the
+    units of the chosen notebooks before the first of them that computes any."""
     params_path = Path(params_path).resolve()
     config = load_params(params_path, profile)
     paths = StudyPaths.of(config.study, results_root)
@@ -90,7 +105,14 @@ def run_study(
             tuple(kind for nb in chosen for kind in NOTEBOOK_UNITS.get(nb.stem, ())))
     parameters = {"params_path": str(params_path), "profile": config.profile,
                   "results_root": str(paths.results.parent)}
+    computing = [nb.stem for nb in chosen if nb.stem in NOTEBOOK_UNITS]
     for i, nb in enumerate(chosen, 1):
+        if computing and nb.stem == computing[0]:
+            print(f"units of {', '.join(computing)} …", flush=True)
+            start = time.perf_counter()
+            (executor or LocalExecutor()).compute(
+                StudyRef(params_path, config.profile, paths.results.parent), computing)
+            print(f"units done in {time.perf_counter() - start:.0f} s", flush=True)
         prefix = f"[{i}/{len(chosen)}] {nb.stem}"
         print(f"{prefix}: running …", flush=True)
         start = time.perf_counter()
@@ -117,10 +139,23 @@ def main(argv: list[str] | None = None) -> int:
                      help="recompute the units of the chosen notebooks")
     run.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 01 02")
     run.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    run.add_argument("--executor", choices=EXECUTORS, default="local",
+                     help="what computes the units: local (default, one after another here) "
+                          "or ray (tasks on a Ray cluster)")
+    run.add_argument("--address", help="ray: the cluster's head, HOST:PORT (default: the "
+                                       "cluster `ray start` runs here, else Ray started for "
+                                       "this run on this machine)")
+    run.add_argument("--cpus-per-unit", type=int,
+                     help="ray: CPU threads each unit's task asks for and uses (default 1)")
+    run.add_argument("--gpus-per-unit", type=float,
+                     help="ray: GPUs each unit's task asks for on a CUDA study (default 1)")
     args = parser.parse_args(argv)
     try:
-        run_study(args.params, args.profile, args.results, args.force, args.only, args.timeout)
-    except (ConfigError, StudyError) as exc:
+        executor = make_executor(args.executor, args.address, args.cpus_per_unit,
+                                 args.gpus_per_unit)
+        run_study(args.params, args.profile, args.results, args.force, args.only, args.timeout,
+                  executor=executor)
+    except (ConfigError, StudyError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,5 @@
-"""The papermill runner: order, injected parameters, --force, clear failures."""
+"""The papermill runner: order, injected parameters, the executor's place, --force, clear
+failures."""
 
 from pathlib import Path
 
@@ -57,15 +58,42 @@ def test_runs_in_order_every_time_and_force_marks_the_notebooks_units(study):
     assert calls.read_text().splitlines()[-2:] == ["first gpu", "second gpu"]
 
 
+class Recorder:
+    """An executor that computes nothing: it notes what it was asked for, and which notebooks
+    had run by then."""
+
+    def __init__(self, calls: Path):
+        self.calls, self.asked = calls, []
+
+    def compute(self, study, notebooks):
+        ran = self.calls.read_text().split() if self.calls.exists() else []
+        self.asked.append((study.params_path.name, list(notebooks), ran[::2]))
+
+
+def test_the_executor_computes_the_chosen_notebooks_units_before_the_first_of_them(
+        study, monkeypatch):
+    params, notebooks, results = study
+    monkeypatch.setattr("kgl_utils.study.NOTEBOOK_OUTPUTS", {})
+    for name in ("02_primary_training", "05_ablation_na"):
+        notebook(notebooks / f"{name}.ipynb", f'NAME = "{name[:2]}"' + APPEND)
+    recorder = Recorder(results / "tiny" / "calls.txt")
+    run_study(params, results_root=results, notebook_dir=notebooks, only=["01", "02", "05"],
+              timeout=120, executor=recorder)
+    assert recorder.asked == [("tiny.yaml", ["02_primary_training", "05_ablation_na"],
+                               ["first"])]
+
+
 def test_force_marks_only_the_chosen_notebooks_unit_kinds(study, monkeypatch):
     params, notebooks, results = study
     for name in ("02_primary_training", "04_guided_training"):
         notebook(notebooks / f"{name}.ipynb", "pass")
     monkeypatch.setattr("kgl_utils.study.NOTEBOOK_OUTPUTS", {})
+    recorder = Recorder(results / "tiny" / "calls.txt")
     paths = run_study(params, results_root=results, notebook_dir=notebooks, only=["04"],
-                      force=True, timeout=120)
+                      force=True, timeout=120, executor=recorder)
     marked = sorted(p.parent.name for p in paths.units.glob("*/.recompute_before.json"))
     assert marked == ["distillation", "inference_cost", "segdec"]
+    assert [notebooks for _, notebooks, _ in recorder.asked] == [["04_guided_training"]]
 
 
 def test_failing_notebook_names_itself_and_the_error(study):

@@ -54,13 +54,19 @@ def guided_cells(ctx: StudyContext) -> list[Cell]:
     return cells
 
 
+def distillation_runs(ctx: StudyContext) -> list[tuple[str, int, int | None]]:
+    """(variant, seed, fold) of every distillation run (none where it is disabled)."""
+    settings = ctx.config.distillation
+    if not settings.enabled:
+        return []
+    return [(variant, seed, fold) for seed in ctx.config.seeds for fold in ctx.folds
+            for variant in settings.variants]
+
+
 def run_guided(ctx: StudyContext) -> pd.DataFrame:
     """Every comparison cell and distillation row (computing the missing units): guided.csv."""
     rows = [cell_row(ctx, cell) for cell in guided_cells(ctx)]
-    if ctx.config.distillation.enabled:
-        rows += [distillation_row(ctx, variant, seed, fold)
-                 for seed in ctx.config.seeds for fold in ctx.folds
-                 for variant in ctx.config.distillation.variants]
+    rows += [distillation_row(ctx, *run) for run in distillation_runs(ctx)]
     table = pd.DataFrame(rows)
     write_csv(ctx.paths.table("guided.csv"), table)
     return table

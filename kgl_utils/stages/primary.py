@@ -23,19 +23,23 @@ def learning_curves(histories: dict[str, pd.DataFrame]) -> Figure:
     return grid.figure
 
 
+def primary_runs(ctx: StudyContext) -> list[tuple[int, int | None]]:
+    """(seed, fold) of every primary the study trains."""
+    return [(seed, fold) for seed in ctx.config.seeds for fold in ctx.folds]
+
+
 def run_primary(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     """Train the primary of every seed and fold; write primary.csv, its per-image predictions
     and the learning curves."""
     rows, histories, predictions = [], {}, []
-    for seed in ctx.config.seeds:
-        for fold in ctx.folds:
-            done = ensure_primary(ctx, seed, fold)
-            rows.append(ctx.row(done, method="primary", prior="none", control="none", n_a=0,
-                                prior_as_input=False, guidance="none", seed=seed, fold=fold))
-            histories[f"seed {seed}, fold {fold}"] = pd.read_csv(done.file(LOSSES))
-            with np.load(done.file(PREDICTIONS)) as z:
-                predictions.append(pd.DataFrame({"seed": seed, "fold": fold, "id": z["ids"],
-                                                 "label": z["labels"], "score": z["scores"]}))
+    for seed, fold in primary_runs(ctx):
+        done = ensure_primary(ctx, seed, fold)
+        rows.append(ctx.row(done, method="primary", prior="none", control="none", n_a=0,
+                            prior_as_input=False, guidance="none", seed=seed, fold=fold))
+        histories[f"seed {seed}, fold {fold}"] = pd.read_csv(done.file(LOSSES))
+        with np.load(done.file(PREDICTIONS)) as z:
+            predictions.append(pd.DataFrame({"seed": seed, "fold": fold, "id": z["ids"],
+                                             "label": z["labels"], "score": z["scores"]}))
     table = pd.DataFrame(rows)
     write_csv(ctx.paths.table("primary.csv"), table)
     write_csv(ctx.paths.table("primary_predictions.csv"), pd.concat(predictions))

@@ -88,6 +88,21 @@ def example_figure(ctx: StudyContext, count: int = 4) -> Figure:
     return image_grid(rows, [ctx.arrays("test", ctx.folds[0]).ids[i] for i in pick], titles)
 
 
+def prior_runs(ctx: StudyContext) -> list[tuple[str, str, int, int | None]]:
+    """(method, split, seed, fold) of every prior unit the study reads: each method's maps (those
+    of ``prior.quality_methods`` too) of the train and test splits, and of the validation split
+    where the dataset has one (cells with the prior as input are scored there every epoch)."""
+    prior = ctx.config.prior
+    runs = []
+    for seed in ctx.config.seeds:
+        for fold in ctx.folds:
+            validation = ("validation",) if "validation" in ctx.dataset(fold).splits else ()
+            runs += [(method, split, seed, fold)
+                     for method in (*prior.methods, *prior.quality_methods)
+                     for split in (*SPLITS, *validation)]
+    return runs
+
+
 def run_priors(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     """Extract every prior (those of ``prior.quality_methods`` too), then write
     prior_quality.csv and prior_examples.png. Warns first when notebook 02's primary barely
@@ -96,12 +111,8 @@ def run_priors(ctx: StudyContext) -> tuple[pd.DataFrame, Figure]:
     caveat = primary_caveat(pd.read_csv(primary)) if primary.is_file() else ""
     if caveat:
         warnings.warn(caveat, stacklevel=2)
-    prior = ctx.config.prior
-    for seed in ctx.config.seeds:
-        for fold in ctx.folds:
-            for method in (*prior.methods, *prior.quality_methods):
-                for split in SPLITS:
-                    ensure_priors(ctx, method, split, seed, fold)
+    for method, split, seed, fold in prior_runs(ctx):
+        ensure_priors(ctx, method, split, seed, fold)
     quality = prior_quality(ctx)
     write_csv(ctx.paths.table("prior_quality.csv"), quality)
     figure = example_figure(ctx)
