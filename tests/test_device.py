@@ -25,6 +25,20 @@ def test_auto_precision_follows_the_cpu(monkeypatch, units, expected):
         resolve_precision("fp16", CPU)
 
 
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, True), (False, True, True), (False, False, False)])
+def test_bf16_units_are_amx_or_avx512_bf16_only(monkeypatch, amx, avx512_bf16, expected):
+    """Plain AVX512 runs bf16 in oneDNN too, by conversion, slower than float32: not counted."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16,
+                        raising=False)
+    device_module.cpu_has_bf16_units.cache_clear()
+    try:
+        assert device_module.cpu_has_bf16_units() is expected
+    finally:
+        device_module.cpu_has_bf16_units.cache_clear()
+
+
 def test_the_profiles_precision_reaches_every_run(tmp_path):
     params = synthetic_study("precision", n_train=8, n_test=4, positive_fraction=0.5, epochs=1,
                              batch_size=4, width=0.0625, precision="bf16")
