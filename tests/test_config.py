@@ -31,7 +31,7 @@ def test_every_committed_params_file_loads(path):
 def test_types_are_kept(tmp_path, base):
     config = load_params(write(tmp_path, base))
     assert config.scale.input_size == (128, 128)
-    assert isinstance(config.seeds, tuple) and config.seeds == (0,)
+    assert isinstance(config.seeds, tuple) and config.seeds == (0, 1, 2)
     assert isinstance(config.segdec.w_pos, float)  # the YAML may say 1; the code gets 1.0
     assert config.guided.prior_as_input == (False, True)
 

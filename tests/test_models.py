@@ -9,7 +9,7 @@ from torchvision.models import VGG
 
 from kgl_utils.models.classifiers import load_weights
 from kgl_utils.models.registry import MODELS, build_model
-from kgl_utils.models.segdec import SegDecNet
+from kgl_utils.models.segdec import FeatureNorm, SegDecNet
 
 
 @pytest.mark.parametrize(("channels", "height", "width"), [(3, 232, 640), (1, 512, 1408)])
@@ -92,6 +92,20 @@ def test_extra_input_adds_exactly_its_channels():
         model(torch.rand(1, 1, 128, 128))
     with pytest.raises(ValueError, match="extra_input_channels=0"):
         plain(torch.rand(1, 1, 128, 128), extra[:, :1])
+
+
+def test_feature_norm_is_the_authors_formula():
+    # A 2×2 map 0, 0, 2, 2: mean 1, unbiased std sqrt(4/3) = 1.1547; the authors divide by
+    # sqrt(std + eps) = sqrt(1.1557) = 1.0750, so ±1 becomes ±0.9302, then scale 2 and bias 0.5.
+    norm = FeatureNorm(1)
+    with torch.no_grad():
+        norm.scale.fill_(2.0)
+        norm.bias.fill_(0.5)
+    out = norm(torch.tensor([[[[0.0, 0.0], [2.0, 2.0]]]]))
+    std = (4 / 3) ** 0.5
+    low, high = 0.5 - 2 / (std + 1e-3) ** 0.5, 0.5 + 2 / (std + 1e-3) ** 0.5
+    assert torch.allclose(out, torch.tensor([[[[low, low], [high, high]]]]), atol=1e-6)
+    assert abs(low - -1.3604) < 1e-4
 
 
 def test_normalisation_is_per_sample_and_size_is_checked():
