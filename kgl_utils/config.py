@@ -219,7 +219,7 @@ class AblationConfig:
     n_a: tuple[int, ...] = (0,)
     priors: tuple[SaliencyMethod, ...] = ()  # empty: prior.methods
     controls: tuple[ControlPrior, ...] = ()  # made from each of ``priors`` (full, oracle: once)
-    baseline: bool = True  # the baseline with N_a human masks beside each cell
+    baseline: bool = True  # the baseline with N_a human masks beside each N_a > 0
     prior_as_input: bool = False  # KGL cells also take the prior as an input channel
     test: Literal["wilcoxon", "ttest"] = "wilcoxon"  # paired test against the baseline
 

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import torch
 from conftest import open_study, synthetic_study
+from fixtures_data import write_elpv
 from scipy import stats
 
+from kgl_utils.data.base import DataError
 from kgl_utils.evaluation.significance import paired_against, paired_test
 from kgl_utils.losses import dilate_mask
 from kgl_utils.paths import CHECKPOINT, LOSSES, MAPS, PREDICTIONS
@@ -65,6 +67,21 @@ def test_grid_has_a_baseline_beside_every_prior_cell(tmp_path):
     with_input = ablation_cells(open_study(
         tmp_path, BASE, **GRID | {"ablation": GRID["ablation"] | {"prior_as_input": True}}))
     assert all(c.prior_as_input == (c.method == "kgl") for c in with_input)
+
+
+def test_without_human_masks_the_ablation_keeps_only_the_image_label_baseline(tmp_path):
+    # ELPV has image labels only: 12 of 36 cells are positives (p = 1.0), none with a mask;
+    # the default 70/30 split leaves 8 or 9 training positives, so N_a = 4 fits either way.
+    write_elpv(tmp_path / "data", [1.0 if i % 3 == 0 else 0.0 for i in range(36)], size=(64, 64))
+    elpv = BASE | {"data": {"dataset": "elpv", "channels": 1, "dilate": 3}}
+    grid = {"ablation": {"n_a": [0, 4], "priors": ["gradcam"]}}
+    with pytest.raises(DataError, match=r"ablation.baseline: .*N_a=4 exceeds the 0 train "
+                                        r"positives with a pixel mask.*ablation.baseline: false"):
+        ablation_cells(open_study(tmp_path, elpv, **grid))
+    cells = ablation_cells(open_study(
+        tmp_path, elpv, ablation=grid["ablation"] | {"baseline": False}))
+    assert cells == [Cell.baseline(0, 0), Cell("kgl", "gradcam", 0, 0),
+                     Cell("kgl", "gradcam", 4, 0)]
 
 
 # --- summary table and paired tests ---------------------------------------------------------
