@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import torch
 from test_executors import NOTEBOOKS, SMALL, write_params
 
 from kgl_utils.executors import ExecutorError, LocalExecutor, RayExecutor, StudyRef
@@ -36,10 +37,16 @@ def cluster():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     """One params file (one data folder, so local and Ray runs share unit keys) and its grid
-    computed by the local executor into ``results/local``."""
+    computed by the local executor into ``results/local``, at one thread as each Ray task
+    runs: sums split over another number of threads differ in their last digits."""
     folder = tmp_path_factory.mktemp("ray")
     params = write_params(folder)
-    LocalExecutor().compute(StudyRef(params, None, folder / "results" / "local"), NOTEBOOKS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        LocalExecutor().compute(StudyRef(params, None, folder / "results" / "local"), NOTEBOOKS)
+    finally:
+        torch.set_num_threads(threads)
     return params
 
 
