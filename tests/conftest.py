@@ -1,13 +1,27 @@
 """Shared fixtures' building blocks."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kgl_utils.paths import StudyPaths
 from kgl_utils.stages.context import StudyContext
 from kgl_utils.study import run_study
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``count`` inside the block, restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def synthetic_study(study: str, n_train: int, n_test: int, positive_fraction: float,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-import torch
+from conftest import torch_threads
 from test_executors import NOTEBOOKS, SMALL, write_params
 
 from kgl_utils.executors import ExecutorError, LocalExecutor, RayExecutor, StudyRef
@@ -41,12 +41,8 @@ def study(tmp_path_factory) -> Path:
     runs: sums split over another number of threads differ in their last digits."""
     folder = tmp_path_factory.mktemp("ray")
     params = write_params(folder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         LocalExecutor().compute(StudyRef(params, None, folder / "results" / "local"), NOTEBOOKS)
-    finally:
-        torch.set_num_threads(threads)
     return params
 
 

@@ -8,8 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import open_study, synthetic_study
+from conftest import open_study, synthetic_study, torch_threads
 from fixtures_data import write_elpv
 from scipy import stats
 
@@ -494,10 +493,8 @@ def test_prior_units_change_with_the_layers_only_for_methods_that_use_them(tmp_p
 @pytest.fixture
 def one_thread():
     """Training on a shared 2-core machine is several times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.mark.slow

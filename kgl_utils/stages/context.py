@@ -19,6 +19,7 @@ from kgl_utils.data import load_dataset
 from kgl_utils.data.base import DefectDataset, SplitArrays
 from kgl_utils.data.splits import choose_masked
 from kgl_utils.device import make_deterministic, resolve_device, resolve_precision
+from kgl_utils.names import Precision
 from kgl_utils.paths import StudyPaths, in_repo
 from kgl_utils.units.store import DoneUnit, UnitStore
 
@@ -61,15 +62,17 @@ class StudyContext:
     def bf16(self) -> bool:
         """Whether networks train and infer under bf16 autocast with channels_last memory (the
         profile's ``precision``, ``auto`` resolved for this machine)."""
-        scale = self.config.scale
-        return resolve_precision(scale.precision, self.device, scale.deterministic) == "bf16"
+        return self._resolves_to_bf16(self.config.scale.precision)
 
     @cached_property
     def primary_bf16(self) -> bool:
         """``bf16`` for the primary network: its training, predictions and saliency passes."""
         scale = self.config.scale
-        precision = scale.primary_precision or scale.precision
-        return resolve_precision(precision, self.device, scale.deterministic) == "bf16"
+        return self._resolves_to_bf16(scale.primary_precision or scale.precision)
+
+    def _resolves_to_bf16(self, precision: Precision) -> bool:
+        return resolve_precision(precision, self.device,
+                                 self.config.scale.deterministic) == "bf16"
 
     @cached_property
     def params_hash(self) -> str:
