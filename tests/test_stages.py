@@ -26,6 +26,7 @@ from kgl_utils.stages.ablation import (
     summary_table,
 )
 from kgl_utils.stages.context import StudyContext
+from kgl_utils.stages.data_preparation import split_record
 from kgl_utils.stages.guided import all_positives, guided_cells
 from kgl_utils.stages.priors import example_figure, prior_quality, run_priors
 from kgl_utils.training import TrainResult, _segmentation_arrays
@@ -76,11 +77,12 @@ def test_without_human_masks_the_ablation_keeps_only_the_image_label_baseline(tm
     grid = {"ablation": {"n_a": [0, 4], "priors": ["gradcam"]}}
     with pytest.raises(DataError, match=r"ablation.baseline: .*N_a=4 exceeds the 0 train "
                                         r"positives with a pixel mask.*ablation.baseline: false"):
-        ablation_cells(open_study(tmp_path, elpv, **grid))
-    cells = ablation_cells(open_study(
-        tmp_path, elpv, ablation=grid["ablation"] | {"baseline": False}))
-    assert cells == [Cell.baseline(0, 0), Cell("kgl", "gradcam", 0, 0),
-                     Cell("kgl", "gradcam", 4, 0)]
+        split_record(open_study(tmp_path, elpv, **grid))  # notebook 01, before any training
+    ctx = open_study(tmp_path, elpv, ablation=grid["ablation"] | {"baseline": False})
+    assert ablation_cells(ctx) == [Cell.baseline(0, 0), Cell("kgl", "gradcam", 0, 0),
+                                   Cell("kgl", "gradcam", 4, 0)]
+    masked = split_record(ctx)["folds"]["None"]["masked"]["0"]  # the pseudo-masked positives
+    assert masked["4"] == ctx.masked(4, 0, with_mask=False) and len(masked["4"]) == 4
 
 
 # --- summary table and paired tests ---------------------------------------------------------

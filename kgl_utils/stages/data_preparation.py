@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from kgl_utils.data.base import DataError, DefectDataset
 from kgl_utils.data.splits import choose_masked
 from kgl_utils.data.summary import summarize
 from kgl_utils.plots import image_grid, overlay
@@ -26,7 +27,9 @@ def data_summary(ctx: StudyContext) -> pd.DataFrame:
 
 
 def split_record(ctx: StudyContext) -> dict:
-    """Image ids per split and the masked positives for each N_a and seed, per fold.
+    """Image ids per split and the masked positives for each N_a and seed, per fold: those
+    keeping a human mask where ``ablation.baseline`` trains the N_a-mask baselines, else those
+    given a pseudo-mask (the two agree wherever every positive has a mask).
 
     Choosing the masks here, before any training, also checks that every N_a of the study is
     possible, and an oracle control where one is asked for (a clear error otherwise), before
@@ -40,11 +43,23 @@ def split_record(ctx: StudyContext) -> dict:
             check_oracle(ctx, fold)
         record["folds"][str(fold)] = {
             "splits": {s: dataset.split(s)["id"].tolist() for s in dataset.splits},
-            "masked": {str(seed): {str(n): ids for n, ids in choose_masked(
-                dataset, list(ctx.config.ablation.n_a), seed).items()}
-                for seed in ctx.config.seeds},
+            "masked": {str(seed): _masked(ctx, dataset, seed) for seed in ctx.config.seeds},
         }
     return record
+
+
+def _masked(ctx: StudyContext, dataset: DefectDataset, seed: int) -> dict[str, list[str]]:
+    """One seed's masked positives per N_a; where the baselines' human masks do not exist
+    (ELPV has none), the error names the parameter that drops those baselines."""
+    baseline = ctx.config.ablation.baseline
+    try:
+        chosen = choose_masked(dataset, list(ctx.config.ablation.n_a), seed, with_mask=baseline)
+    except DataError as error:
+        if not baseline:
+            raise
+        raise DataError(f"ablation.baseline: {error}. Set ablation.baseline: false to run KGL's "
+                        f"N_a pseudo-masked positives beside the N_a = 0 baseline only") from error
+    return {str(n): ids for n, ids in chosen.items()}
 
 
 def example_figure(ctx: StudyContext, per_class: int = 4, seed: int = 0) -> Figure:
