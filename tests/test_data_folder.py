@@ -219,3 +219,21 @@ def test_oracle_needs_a_mask_on_every_positive(tmp_path, masked, lacking):
         prior_maps(ctx, "none", "train", 0, control="oracle")
     without = open_study(tmp_path, STUDY, prior={"methods": ["gradcam"], "controls": []})
     assert split_record(without)["folds"]["None"]["masked"] == {"0": {"0": []}}
+
+
+@pytest.mark.parametrize("masked", [6, 3])
+def test_splits_record_the_pseudo_masked_positives_where_they_differ(tmp_path, masked):
+    """With the N_a-mask baselines on, notebook 01 records the human-masked positives; the KGL
+    cells give pseudo-masks to N_a positives drawn from all of them. With 3 of 6 defect images
+    masked the two choices differ, and the record holds both; with all masked they agree."""
+    write_folder(tmp_path / "data", good=6, defect=6, masked=masked)
+    ctx = open_study(tmp_path, STUDY, prior={"methods": ["gradcam"]},
+                     ablation={"n_a": [0, 2], "priors": ["gradcam"]})
+    record = split_record(ctx)["folds"]["None"]
+    assert record["masked"]["0"]["2"] == ctx.masked(2, 0, with_mask=True)
+    pseudo = ctx.masked(2, 0, with_mask=False)
+    if masked == 6:
+        assert "pseudo_masked" not in record and pseudo == record["masked"]["0"]["2"]
+    else:
+        assert record["pseudo_masked"]["0"] == {"0": [], "2": pseudo}
+        assert record["pseudo_masked"]["0"]["2"] != record["masked"]["0"]["2"]

@@ -29,7 +29,9 @@ def data_summary(ctx: StudyContext) -> pd.DataFrame:
 def split_record(ctx: StudyContext) -> dict:
     """Image ids per split and the masked positives for each N_a and seed, per fold: those
     keeping a human mask where ``ablation.baseline`` trains the N_a-mask baselines, else those
-    given a pseudo-mask (the two agree wherever every positive has a mask).
+    given a pseudo-mask. The two choices agree wherever every positive has a mask; where they
+    differ (baselines on a dataset with unmasked positives), the KGL cells' pseudo-masked
+    positives are recorded beside them as ``pseudo_masked``.
 
     Choosing the masks here, before any training, also checks that every N_a of the study is
     possible, and an oracle control where one is asked for (a clear error otherwise), before
@@ -41,11 +43,23 @@ def split_record(ctx: StudyContext) -> dict:
         dataset = ctx.dataset(fold)
         if oracle:
             check_oracle(ctx, fold)
-        record["folds"][str(fold)] = {
-            "splits": {s: dataset.split(s)["id"].tolist() for s in dataset.splits},
-            "masked": {str(seed): _masked(ctx, dataset, seed) for seed in ctx.config.seeds},
-        }
+        masked = {str(seed): _masked(ctx, dataset, seed) for seed in ctx.config.seeds}
+        entry = {"splits": {s: dataset.split(s)["id"].tolist() for s in dataset.splits},
+                 "masked": masked}
+        if ctx.config.ablation.baseline:
+            pseudo = {str(seed): _chosen(dataset, ctx.config.ablation.n_a, seed, with_mask=False)
+                      for seed in ctx.config.seeds}
+            if pseudo != masked:
+                entry["pseudo_masked"] = pseudo
+        record["folds"][str(fold)] = entry
     return record
+
+
+def _chosen(dataset: DefectDataset, n_a: tuple[int, ...], seed: int, with_mask: bool
+            ) -> dict[str, list[str]]:
+    """``choose_masked`` keyed as JSON keys them, so the two records compare equal."""
+    return {str(n): ids for n, ids in choose_masked(dataset, list(n_a), seed,
+                                                     with_mask=with_mask).items()}
 
 
 def _masked(ctx: StudyContext, dataset: DefectDataset, seed: int) -> dict[str, list[str]]:
@@ -53,13 +67,12 @@ def _masked(ctx: StudyContext, dataset: DefectDataset, seed: int) -> dict[str, l
     (ELPV has none), the error names the parameter that drops those baselines."""
     baseline = ctx.config.ablation.baseline
     try:
-        chosen = choose_masked(dataset, list(ctx.config.ablation.n_a), seed, with_mask=baseline)
+        return _chosen(dataset, ctx.config.ablation.n_a, seed, with_mask=baseline)
     except DataError as error:
         if not baseline:
             raise
         raise DataError(f"ablation.baseline: {error}. Set ablation.baseline: false to run KGL's "
                         f"N_a pseudo-masked positives beside the N_a = 0 baseline only") from error
-    return {str(n): ids for n, ids in chosen.items()}
 
 
 def example_figure(ctx: StudyContext, per_class: int = 4, seed: int = 0) -> Figure:
