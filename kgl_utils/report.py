@@ -4,7 +4,8 @@ tables come from one clean commit.
 Built from the study's committed ``primary.csv`` and ``guided.csv`` only, so the README's numbers
 can be regenerated (``python -m kgl_utils.report results/<study>``) and checked against the
 tables by the tests. The report refuses a study whose tables mix commits or come from a dirty
-tree: such numbers are not reproduced by any one commit.
+tree: such numbers are not reproduced by any one commit. With ``--time`` it also sums, from the
+units on disk, the computing time behind the tables: a study's wall time as the README states it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from kgl_utils.evaluation.significance import format_p
 from kgl_utils.stages.comparison import comparison_tables, primary_caveat
+from kgl_utils.units.store import UnitStore
 
 
 class ProvenanceError(ValueError):
@@ -71,11 +73,41 @@ def headline_markdown(results: str | os.PathLike) -> str:
     return "\n".join(lines + ([f"\n**Caveat.** {caveat}"] if caveat else []))
 
 
+def compute_time(results: str | os.PathLike) -> pd.DataFrame:
+    """Seconds of computing per unit kind, over the units made at the tables' one commit (the
+    runs behind the rows; superseded units left out): units, total, min and max, and a last
+    ``all`` row. A unit resumed from a checkpoint counts the run that finished it."""
+    commit = check_provenance(results)
+    seconds = pd.DataFrame([(m["kind"], m["seconds"])
+                            for m in UnitStore(Path(results) / "units").manifests()
+                            if m["git_commit"] == commit], columns=["kind", "seconds"])
+    if seconds.empty:
+        raise ProvenanceError(f"{results}: no unit made at {commit} under {results}/units")
+    table = seconds.groupby("kind")["seconds"].agg(units="size", total="sum", min="min",
+                                                   max="max")
+    table.loc["all"] = [len(seconds), seconds["seconds"].sum(), seconds["seconds"].min(),
+                        seconds["seconds"].max()]
+    return table.astype({"units": int}).reset_index()
+
+
+def compute_time_markdown(results: str | os.PathLike) -> str:
+    table = compute_time(results)
+    lines = ["| units of | count | total s | min s | max s |", "|---|---|---|---|---|"]
+    lines += [f"| {row.kind} | {row.units} | {row.total:,.0f} | {row.min:,.0f} | {row.max:,.0f} |"
+              for row in table.itertuples()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="a study's results folder, e.g. results/default")
+    parser.add_argument("--time", action="store_true",
+                        help="also the computing time per unit kind, from the units on disk")
+    args = parser.parse_args(argv)
     try:
-        print(headline_markdown(parser.parse_args(argv).results))
+        print(headline_markdown(args.results))
+        if args.time:
+            print("\n" + compute_time_markdown(args.results))
     except ProvenanceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

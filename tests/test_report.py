@@ -6,7 +6,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kgl_utils.report import ProvenanceError, check_provenance, headline, headline_markdown, main
+from kgl_utils.report import (
+    ProvenanceError,
+    check_provenance,
+    compute_time,
+    headline,
+    headline_markdown,
+    main,
+)
+from kgl_utils.results import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("*/guided.csv"))
@@ -121,6 +129,26 @@ def test_report_refuses_tables_of_two_clean_commits(tmp_path):
     primary.to_csv(tmp_path / "primary.csv", index=False)
     with pytest.raises(ProvenanceError, match="primary.csv: abcdefabcd"):
         check_provenance(tmp_path)
+
+
+def test_compute_time_sums_the_units_made_at_the_tables_commit(tmp_path, capsys):
+    write_study(tmp_path)
+    units = [("primary", "a", COMMIT, 60.0), ("segdec", "b", COMMIT, 30.0),
+             ("segdec", "c", COMMIT, 50.0), ("segdec", "d", "abcdefabcd", 999.0)]
+    for kind, key, commit, seconds in units:  # d: superseded by a later commit's run
+        write_json(tmp_path / "units" / kind / key / "manifest.json",
+                   {"kind": kind, "key": key, "git_commit": commit, "seconds": seconds})
+    table = compute_time(tmp_path).set_index("kind")
+    assert table.loc["segdec"].tolist() == [2, 80.0, 30.0, 50.0]
+    assert table.loc["all"].tolist() == [3, 140.0, 30.0, 60.0]
+    assert main([str(tmp_path), "--time"]) == 0
+    assert "| all | 3 | 140 | 30 | 60 |" in capsys.readouterr().out
+
+
+def test_compute_time_refuses_a_study_without_units_of_its_commit(tmp_path):
+    write_study(tmp_path)
+    with pytest.raises(ProvenanceError, match="no unit made at 0123456789"):
+        compute_time(tmp_path)
 
 
 @pytest.mark.parametrize("study", COMMITTED, ids=lambda p: p.name)

@@ -158,6 +158,12 @@ class UnitStore:
         write_json(folder / MANIFEST, manifest)
         return DoneUnit(folder, json.loads((folder / MANIFEST).read_text()))
 
+    def manifests(self) -> list[dict[str, Any]]:
+        """The manifest of every unit on disk, done or since superseded (the caller filters,
+        e.g. by ``git_commit``)."""
+        return [json.loads(path.read_text())
+                for path in sorted(self.root.glob(f"*/*/{MANIFEST}"))]
+
     def mark_for_recompute(self, kinds: tuple[str, ...]) -> None:
         """``--force``: every unit of these kinds finished before now counts as not done. The
         mark persists, so a forced run that is killed resumes with what it recomputed."""
