@@ -82,7 +82,8 @@ def compute_time(results: str | os.PathLike) -> pd.DataFrame:
                             for m in UnitStore(Path(results) / "units").manifests()
                             if m["git_commit"] == commit], columns=["kind", "seconds"])
     if seconds.empty:
-        raise ProvenanceError(f"{results}: no unit made at {commit} under {results}/units")
+        raise FileNotFoundError(f"{results}/units: no unit made at {commit} (the units stay "
+                                f"on the machine that ran the study)")
     table = seconds.groupby("kind")["seconds"].agg(units="size", total="sum", min="min",
                                                    max="max")
     table.loc["all"] = [len(seconds), seconds["seconds"].sum(), seconds["seconds"].min(),
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(headline_markdown(args.results))
         if args.time:
             print("\n" + compute_time_markdown(args.results))
-    except ProvenanceError as exc:
+    except (ProvenanceError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

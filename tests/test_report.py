@@ -147,7 +147,7 @@ def test_compute_time_sums_the_units_made_at_the_tables_commit(tmp_path, capsys)
 
 def test_compute_time_refuses_a_study_without_units_of_its_commit(tmp_path):
     write_study(tmp_path)
-    with pytest.raises(ProvenanceError, match="no unit made at 0123456789"):
+    with pytest.raises(FileNotFoundError, match="no unit made at 0123456789"):
         compute_time(tmp_path)
 
 
