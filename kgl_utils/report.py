@@ -84,11 +84,9 @@ def compute_time(results: str | os.PathLike) -> pd.DataFrame:
     if seconds.empty:
         raise FileNotFoundError(f"{results}/units: no unit made at {commit} (the units stay "
                                 f"on the machine that ran the study)")
-    table = seconds.groupby("kind")["seconds"].agg(units="size", total="sum", min="min",
-                                                   max="max")
-    table.loc["all"] = [len(seconds), seconds["seconds"].sum(), seconds["seconds"].min(),
-                        seconds["seconds"].max()]
-    return table.astype({"units": int}).reset_index()
+    return (pd.concat([seconds, seconds.assign(kind="all")])
+            .groupby("kind", sort=False)["seconds"]
+            .agg(units="size", total="sum", min="min", max="max").reset_index())
 
 
 def compute_time_markdown(results: str | os.PathLike) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kgl_utils.paths import MANIFEST
 from kgl_utils.report import (
     ProvenanceError,
     check_provenance,
@@ -136,7 +137,7 @@ def test_compute_time_sums_the_units_made_at_the_tables_commit(tmp_path, capsys)
     units = [("primary", "a", COMMIT, 60.0), ("segdec", "b", COMMIT, 30.0),
              ("segdec", "c", COMMIT, 50.0), ("segdec", "d", "abcdefabcd", 999.0)]
     for kind, key, commit, seconds in units:  # d: superseded by a later commit's run
-        write_json(tmp_path / "units" / kind / key / "manifest.json",
+        write_json(tmp_path / "units" / kind / key / MANIFEST,
                    {"kind": kind, "key": key, "git_commit": commit, "seconds": seconds})
     table = compute_time(tmp_path).set_index("kind")
     assert table.loc["segdec"].tolist() == [2, 80.0, 30.0, 50.0]
