@@ -6,6 +6,8 @@ can be regenerated (``python -m kgl_utils.report results/<study>``) and checked 
 tables by the tests. The report refuses a study whose tables mix commits or come from a dirty
 tree: such numbers are not reproduced by any one commit. With ``--time`` it also sums, from the
 units on disk, the computing time behind the tables: a study's wall time as the README states it.
+With ``--against`` it pairs the study's runs with those of the same study run another way (in
+bf16 instead of float32), seed by seed, and reads their differences against the seed spread.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from kgl_utils.evaluation.significance import format_p
-from kgl_utils.stages.comparison import comparison_tables, primary_caveat
+from kgl_utils.results import summarize
+from kgl_utils.stages.comparison import comparison_tables, primary_caveat, system_runs
 from kgl_utils.units.store import UnitStore
 
 
@@ -97,17 +100,73 @@ def compute_time_markdown(results: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
+def study_runs(results: str | os.PathLike) -> pd.DataFrame:
+    """Every run of a study's tables (primary, guided and ablation) once, with its system name;
+    KGL pseudo-mask rows at N_a = 0 are left out: they are the baseline's run, shown again."""
+    results = Path(results)
+    tables = [pd.read_csv(results / name) for name in ("primary.csv", "guided.csv",
+                                                       "ablation.csv")
+              if (results / name).is_file()]
+    runs = system_runs(pd.concat(tables, ignore_index=True))
+    twins = (runs["method"] == "kgl") & (runs["n_a"] == 0) & (runs["guidance"] == "pseudo_mask")
+    return runs[~twins].drop_duplicates(["system", "seed", "fold"])
+
+
+def paired_runs(results: str | os.PathLike, other: str | os.PathLike) -> pd.DataFrame:
+    """Per system, the AP of a study's runs and of ``other``'s (the same study run another way,
+    e.g. in bf16) as mean ± std, the mean and the largest paired difference (other − results,
+    pairing runs of one seed and fold), and the difference in units of ``results``' std over the
+    runs: the seed spread a difference is read against. Each study must come from one clean
+    commit; a system or seed in one study only is refused."""
+    for folder in (results, other):
+        check_provenance(folder)
+    key = ["system", "seed", "fold"]
+    first, second = study_runs(results), study_runs(other)
+    pairs = first[[*key, "ap"]].merge(second[[*key, "ap"]], on=key, how="left",
+                                      suffixes=("", "_other"))
+    unpaired = pairs[pairs["ap_other"].isna()]
+    if len(unpaired) or len(pairs) != len(second):
+        detail = "; ".join(f"{r.system} seed {r.seed}" for r in unpaired.head(3).itertuples())
+        raise ValueError(f"{results} and {other} do not hold the same runs"
+                         + (f": {other} lacks {detail}" if detail else ""))
+    pairs = pairs.assign(difference=pairs["ap_other"] - pairs["ap"])
+    summary = summarize(pairs, ["system"], ["ap", "ap_other"])
+    grouped = pairs.groupby("system", sort=False)
+    largest = grouped["difference"].agg(lambda d: d[d.abs().idxmax()])
+    summary = summary.merge(pd.DataFrame({
+        "difference": grouped["difference"].mean(), "largest": largest,
+        "spread": grouped["ap"].std(ddof=1)}).reset_index(), on="system")
+    return summary.assign(in_spreads=summary["difference"].abs() / summary["spread"])
+
+
+def paired_markdown(results: str | os.PathLike, other: str | os.PathLike) -> str:
+    """``paired_runs`` as the README shows it."""
+    lines = [f"| system | runs | AP {results} | AP {other} | mean difference | "
+             f"largest difference | difference / std |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {row.system} | {row.runs} | {row.ap} | {row.ap_other} | "
+              f"{row.difference:+.3f} | {row.largest:+.3f} | {row.in_spreads:.2f} |"
+              for row in paired_runs(results, other).itertuples()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="a study's results folder, e.g. results/default")
     parser.add_argument("--time", action="store_true",
                         help="also the computing time per unit kind, from the units on disk")
+    parser.add_argument("--against", metavar="RESULTS",
+                        help="instead, pair every run with this folder's (the same study run "
+                             "another way, e.g. in bf16): AP differences against the seed "
+                             "spread")
     args = parser.parse_args(argv)
     try:
+        if args.against:
+            print(paired_markdown(args.results, args.against))
+            return 0
         print(headline_markdown(args.results))
         if args.time:
             print("\n" + compute_time_markdown(args.results))
-    except (ProvenanceError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # ProvenanceError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

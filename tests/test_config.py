@@ -33,7 +33,8 @@ def test_types_are_kept(tmp_path, base):
     assert config.scale.input_size == (128, 128)
     assert isinstance(config.seeds, tuple) and config.seeds == (0, 1, 2)
     assert isinstance(config.segdec.w_pos, float)  # the YAML may say 1; the code gets 1.0
-    assert config.guided.prior_as_input == (False, True)
+    assert config.guided.prior_as_input == (False,)
+    assert config.ablation.priors == ("layercam",)
 
 
 def test_prior_layer_is_one_name_a_list_or_null(tmp_path, base):
@@ -65,7 +66,7 @@ def test_profile_override_changes_scale_and_hash(tmp_path, base):
      "prior.methods[1]: 'magic' is not allowed; expected one of fullgrad"),
     (lambda d: d["ablation"].update(n_a=[0, -1]), "ablation.n_a: -1"),
     (lambda d: d.update(profile="tpu"), "profile: 'tpu' is not allowed; expected one of the "
-                                        "profiles defined: cpu, gpu"),
+                                        "profiles defined: cpu, cpu_bf16, gpu"),
     (lambda d: d["segdec"].update(dynamic_balance="yes"), "segdec.dynamic_balance: 'yes' is not "
                                                           "allowed; expected true or false"),
     (lambda d: d["data"].update(folds=[0, 1]), "data.folds: (0, 1) is not allowed"),

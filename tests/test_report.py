@@ -14,6 +14,7 @@ from kgl_utils.report import (
     headline,
     headline_markdown,
     main,
+    paired_runs,
 )
 from kgl_utils.results import write_json
 
@@ -150,6 +151,52 @@ def test_compute_time_refuses_a_study_without_units_of_its_commit(tmp_path):
     write_study(tmp_path)
     with pytest.raises(FileNotFoundError, match="no unit made at 0123456789"):
         compute_time(tmp_path)
+
+
+def write_pair_study(folder: Path, primary_ap: list[float], seeds: list[int]) -> Path:
+    """Primary and N = 0 baseline runs per seed, and the KGL twin of the baseline that the
+    ablation table repeats (N_a = 0 pseudo-masks: the baseline's run)."""
+    folder.mkdir()
+    stamp = {"git_commit": COMMIT, "fold": None, "prior_as_input": False, "control": "none",
+             "n_a": 0, "auroc": 0.5}
+    pd.DataFrame([stamp | {"method": "primary", "prior": "none", "guidance": "none",
+                           "seed": seed, "ap": ap} for seed, ap in zip(seeds, primary_ap)]
+                 ).to_csv(folder / "primary.csv", index=False)
+    baseline = [stamp | {"method": "baseline", "prior": "none", "guidance": "none",
+                         "seed": seed, "ap": 0.5 - 0.2 * seed} for seed in seeds]
+    pd.DataFrame(baseline).to_csv(folder / "guided.csv", index=False)
+    twin = [row | {"method": "kgl", "prior": "fullgrad", "guidance": "pseudo_mask"}
+            for row in baseline]
+    pd.DataFrame(baseline + twin).to_csv(folder / "ablation.csv", index=False)
+    return folder
+
+
+def test_paired_runs_reads_each_difference_against_the_seed_spread(tmp_path, capsys):
+    fp32 = write_pair_study(tmp_path / "fp32", [0.9, 0.8], [0, 1])
+    bf16 = write_pair_study(tmp_path / "bf16", [0.92, 0.77], [0, 1])
+    table = paired_runs(fp32, bf16).set_index("system")
+    assert table.index.tolist() == ["primary (image labels only)",
+                                    "baseline SegDecNet, 0 human masks"]  # the twin left out
+    primary = table.loc["primary (image labels only)"]
+    # Differences +0.02 and -0.03: mean -0.005, largest -0.03; the fp32 spread is the std of
+    # 0.9 and 0.8, 0.1 / √2 = 0.0707, so the mean difference is 0.0707 of it.
+    assert (primary["runs"], primary["ap"], primary["ap_other"]) == (
+        2, "0.850 ± 0.071", "0.845 ± 0.106")
+    assert primary[["difference", "largest", "spread", "in_spreads"]].tolist() == \
+        pytest.approx([-0.005, -0.03, 0.0707107, 0.0707107], abs=1e-6)
+    assert table.loc["baseline SegDecNet, 0 human masks", "difference"] == 0
+    assert main([str(fp32), "--against", str(bf16)]) == 0
+    assert "| primary (image labels only) | 2 | 0.850 ± 0.071 | 0.845 ± 0.106 | -0.005 | " \
+           "-0.030 | 0.07 |" in capsys.readouterr().out
+
+
+def test_paired_runs_refuses_studies_of_different_runs(tmp_path):
+    fp32 = write_pair_study(tmp_path / "fp32", [0.9, 0.8], [0, 1])
+    one_seed = write_pair_study(tmp_path / "bf16", [0.9], [0])
+    with pytest.raises(ValueError, match="lacks primary .image labels only. seed 1"):
+        paired_runs(fp32, one_seed)
+    with pytest.raises(ValueError, match="do not hold the same runs$"):
+        paired_runs(one_seed, fp32)
 
 
 @pytest.mark.parametrize("study", COMMITTED, ids=lambda p: p.name)
