@@ -14,12 +14,15 @@ from kgl_utils.report import (
     headline,
     headline_markdown,
     main,
+    paired_markdown,
     paired_runs,
 )
 from kgl_utils.results import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("*/guided.csv"))
+# The same studies rerun in another precision: results/precision/<study> beside results/<study>.
+PRECISION = sorted(p.parent for p in (ROOT / "results" / "precision").glob("*/guided.csv"))
 COMMIT = "0123456789"
 
 
@@ -210,3 +213,13 @@ def test_readme_shows_the_committed_headline(study):
     assert headline_markdown(study) in readme, (
         f"README's table for {study.name} is out of date: "
         f"python -m kgl_utils.report results/{study.name}")
+
+
+@pytest.mark.parametrize("study", PRECISION, ids=lambda p: p.name)
+def test_readme_shows_the_committed_precision_pairs(study, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the table's header names the folders as the README's command does
+    readme = (ROOT / "README.md").read_text()
+    table = paired_markdown(f"results/{study.name}", f"results/precision/{study.name}")
+    assert table in readme, (f"README's precision table for {study.name} is out of date: "
+                             f"python -m kgl_utils.report results/{study.name} --against "
+                             f"results/precision/{study.name}")
