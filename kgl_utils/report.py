@@ -101,14 +101,17 @@ def compute_time_markdown(results: str | os.PathLike) -> str:
 
 
 def study_runs(results: str | os.PathLike) -> pd.DataFrame:
-    """Every run of a study's tables (primary, guided and ablation) once, with its system name;
-    KGL pseudo-mask rows at N_a = 0 are left out: they are the baseline's run, shown again."""
+    """Every run of a study's tables (primary, guided and ablation) once, with its system name.
+    Rows that ``Cell.training_twin`` maps onto the baseline at N_a = 0 (KGL pseudo-masks for no
+    positive, no prior input, not hybrid) are left out: they are the baseline's run, shown again."""
     results = Path(results)
     tables = [pd.read_csv(results / name) for name in ("primary.csv", "guided.csv",
                                                        "ablation.csv")
               if (results / name).is_file()]
     runs = system_runs(pd.concat(tables, ignore_index=True))
-    twins = (runs["method"] == "kgl") & (runs["n_a"] == 0) & (runs["guidance"] == "pseudo_mask")
+    own_run = runs.reindex(columns=["prior_as_input", "hybrid"]).eq(True).any(axis=1)
+    twins = ((runs["method"] == "kgl") & (runs["n_a"] == 0) & (runs["guidance"] == "pseudo_mask")
+             & ~own_run)
     return runs[~twins].drop_duplicates(["system", "seed", "fold"])
 
 

@@ -193,6 +193,16 @@ def test_paired_runs_reads_each_difference_against_the_seed_spread(tmp_path, cap
            "-0.030 | 0.07 |" in capsys.readouterr().out
 
 
+def test_only_the_baselines_own_run_is_left_out(tmp_path):
+    """A KGL row at N_a = 0 with the prior as input is a run of its own, not the baseline's."""
+    study = write_pair_study(tmp_path / "study", [0.9], [0])
+    ablation = pd.read_csv(study / "ablation.csv", dtype={"git_commit": str})
+    ablation.loc[1, "prior_as_input"] = True
+    ablation.to_csv(study / "ablation.csv", index=False)
+    systems = paired_runs(study, study)["system"].tolist()
+    assert len(systems) == 3 and "prior as input" in systems[-1]
+
+
 def test_paired_runs_refuses_studies_of_different_runs(tmp_path):
     fp32 = write_pair_study(tmp_path / "fp32", [0.9, 0.8], [0, 1])
     one_seed = write_pair_study(tmp_path / "bf16", [0.9], [0])
